@@ -1,1 +1,2 @@
-export {};
+export * from "./gguf/index.js";
+export * from "./onnx/index.js";
