@@ -1,1 +1,9 @@
-export {};
+export type {
+  VisionFeatures,
+  ReducedTokens,
+  TokenKind,
+  TokenProvenance,
+  ReducerSpec,
+  TurnTimings
+} from "./types.js";
+export { LeanVisionError, type CoreErrorCode } from "./errors.js";
