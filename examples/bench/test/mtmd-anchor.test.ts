@@ -1,0 +1,52 @@
+import { describe, it, expect } from "vitest";
+import { LeanVisionError } from "@leanvision/core";
+import { parseMtmdLog, mtmdArgs } from "../mtmd-anchor.js";
+
+// The lines llama-mtmd-cli prints, in the formats of the bundled tools/mtmd/mtmd-helper.cpp and src/llama-context.cpp.
+const LOG = `main: loading model: /cache/tiny.gguf
+WARN: This is an experimental CLI for testing multimodal capability.
+encoding image slice...
+image slice encoded in 812 ms
+decoding image batch 1/2, n_tokens_batch = 512
+image decoded (batch 1/2) in 70 ms
+decoding image batch 2/2, n_tokens_batch = 64
+image decoded (batch 2/2) in 11 ms
+ the cat
+
+llama_perf_context_print:        load time =     123.45 ms
+llama_perf_context_print: prompt eval time =     130.50 ms /   612 tokens (    0.21 ms per token,  4689.66 tokens per second)
+llama_perf_context_print:        eval time =       0.00 ms /     1 runs   (    0.00 ms per token,      inf tokens per second)
+llama_perf_context_print:       total time =    1500.00 ms /   613 tokens
+`;
+
+describe("parseMtmdLog", () => {
+  it("reads encode, image batches and prompt eval timings", () => {
+    expect(parseMtmdLog(LOG)).toEqual({
+      visualTokens: 576,
+      promptTokens: 612,
+      encodeMs: 812,
+      imageDecodeMs: 81,
+      prefillMs: 130.5,
+      ttftMs: 942.5
+    });
+  });
+
+  it("throws a typed error that shows the log's tail when timings are missing", () => {
+    const log = "main: loading model\nerror: failed to load vision model\n";
+    expect(() => parseMtmdLog(log)).toThrow(LeanVisionError);
+    try {
+      parseMtmdLog(log);
+    } catch (error) {
+      expect((error as LeanVisionError).code).toBe("MTMD_CLI_OUTPUT");
+      expect((error as Error).message).toContain("failed to load vision model");
+    }
+  });
+});
+
+describe("mtmdArgs", () => {
+  it("asks for one token on a single turn, with threads and a chat template when given", () => {
+    const args = mtmdArgs({ modelPath: "m.gguf", mmprojPath: "p.gguf", image: "i.jpg", prompt: "Describe.", threads: 2, chatTemplate: "vicuna" });
+    expect(args).toEqual(["-m", "m.gguf", "--mmproj", "p.gguf", "--image", "i.jpg", "-p", "Describe.", "-n", "1", "--temp", "0", "-c", "4096", "-t", "2", "--chat-template", "vicuna"]);
+    expect(mtmdArgs({ modelPath: "m", mmprojPath: "p", image: "i", prompt: "q" })).not.toContain("-t");
+  });
+});
