@@ -1,0 +1,54 @@
+// Every reducer against reference outputs computed with PyTorch's own operators
+// (F.interpolate, nn.MultiheadAttention, nn.LayerNorm, nn.GELU, avg_pool2d): see fixtures/make_golden.py.
+import { describe, expect, it } from "vitest";
+import { poolTokens, regionPack, tokenPacker, visionZip, type TokenPackerWeights } from "../src/index.js";
+import { bilinearResize, geluInPlace } from "../src/math.js";
+import { expectClose, loadGolden, toFeatures } from "./helpers.js";
+
+const golden = loadGolden();
+
+describe("math kernels match PyTorch", () => {
+  it("exact GELU", () => {
+    const x = Float32Array.from(golden.gelu.x);
+    geluInPlace(x);
+    expectClose(x, golden.gelu.expected, 2e-7);
+  });
+
+  it.each(golden.resize.map((c: any) => [`${c.rows}x${c.cols} -> ${c.outRows}x${c.outCols}`, c]))(
+    "bilinear resize %s like interpolate(align_corners=False)",
+    (_, c: any) => {
+      const out = bilinearResize(Float32Array.from(c.x), c.dim, c.rows, c.cols, c.outRows, c.outCols, (r, col) => r * c.cols + col);
+      expectClose(out, c.expected);
+    }
+  );
+});
+
+describe("reducers match the PyTorch reference", () => {
+  it.each(golden.visionzip.map((c: any, i: number) => [i, c]))("visionZip case %i", (_, c: any) => {
+    const out = visionZip(toFeatures(c.features), { dominant: c.dominant, contextual: c.contextual });
+    expect(out.numTokens).toBe(c.expected.numTokens);
+    expectClose(out.hidden, c.expected.hidden);
+  });
+
+  it.each(golden.pool.map((c: any, i: number) => [i, c]))("poolTokens case %i (avg_pool2d, ceil_mode)", (_, c: any) => {
+    const out = poolTokens(toFeatures(c.features), { stride: c.stride });
+    expect(out.numTokens).toBe(c.expected.numTokens);
+    expectClose(out.hidden, c.expected.hidden);
+  });
+
+  it.each(golden.regionpack.map((c: any, i: number) => [i, c]))("regionPack case %i", (_, c: any) => {
+    const out = regionPack(toFeatures(c.features), { scale: c.scale });
+    expect(out.numTokens).toBe(c.expected.numTokens);
+    expectClose(out.hidden, c.expected.hidden);
+  });
+
+  it.each(golden.tokenpacker.map((c: any, i: number) => [i, c]))("tokenPacker case %i (official state dict)", (_, c: any) => {
+    const weights: TokenPackerWeights = Object.fromEntries(
+      Object.entries(c.weights).map(([name, t]: [string, any]) => [name, { data: Float32Array.from(t.data), shape: t.shape }])
+    );
+    const input = { patches: Float32Array.from(c.patches), multiLevel: Float32Array.from(c.multiLevel), grid: c.grid };
+    const out = tokenPacker(input, weights, { scaleFactor: c.scaleFactor, numHeads: c.numHeads });
+    expect([out.numTokens, out.dim]).toEqual([c.expected.numTokens, c.expected.dim]);
+    expectClose(out.hidden, c.expected.hidden);
+  });
+});

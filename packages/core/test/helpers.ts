@@ -1,0 +1,59 @@
+import { readFileSync } from "node:fs";
+import { expect } from "vitest";
+import type { VisionFeatures } from "../src/index.js";
+
+/** Every value within 1e-5 of the reference, relative for values above 1. */
+export function expectClose(actual: ArrayLike<number>, expected: ArrayLike<number>, tolerance = 1e-5): void {
+  expect(actual.length).toBe(expected.length);
+  let worst = 0;
+  let at = -1;
+  for (let i = 0; i < expected.length; i++) {
+    const err = Math.abs(actual[i] - expected[i]) / Math.max(1, Math.abs(expected[i]));
+    if (!(err <= worst)) [worst, at] = [err, i];
+  }
+  expect(worst, `worst error at index ${at}: ${actual[at]} vs ${expected[at]}`).toBeLessThanOrEqual(tolerance);
+}
+
+/** Deterministic uniform [0, 1) values (mulberry32). */
+export function random(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** Patch-only features whose hidden state for token t is [t, t, ...] unless given. */
+export function gridFeatures(rows: number, cols: number, dim: number, hidden?: Float32Array): VisionFeatures {
+  const numTokens = rows * cols;
+  return {
+    hidden: hidden ?? Float32Array.from({ length: numTokens * dim }, (_, i) => Math.floor(i / dim)),
+    numTokens,
+    dim,
+    grid: { rows, cols },
+    clsIndex: null
+  };
+}
+
+export type GoldenFeatures = Omit<VisionFeatures, "hidden" | "attention" | "keys"> & {
+  hidden: number[];
+  attention?: number[];
+  keys?: number[];
+};
+
+/** Float32 typed arrays from the JSON fixture's plain number lists. */
+export function toFeatures(g: GoldenFeatures): VisionFeatures {
+  return {
+    ...g,
+    hidden: Float32Array.from(g.hidden),
+    attention: g.attention && Float32Array.from(g.attention),
+    keys: g.keys && Float32Array.from(g.keys)
+  };
+}
+
+export function loadGolden(): any {
+  return JSON.parse(readFileSync(new URL("./fixtures/golden.json", import.meta.url), "utf8"));
+}
