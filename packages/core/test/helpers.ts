@@ -1,6 +1,6 @@
 import { readFileSync } from "node:fs";
 import { expect } from "vitest";
-import type { VisionFeatures } from "../src/index.js";
+import { LeanVisionError, type VisionFeatures } from "../src/index.js";
 
 /** Every value within 1e-5 of the reference, relative for values above 1. */
 export function expectClose(actual: ArrayLike<number>, expected: ArrayLike<number>, tolerance = 1e-5): void {
@@ -56,4 +56,16 @@ export function toFeatures(g: GoldenFeatures): VisionFeatures {
 
 export function loadGolden(): any {
   return JSON.parse(readFileSync(new URL("./fixtures/golden.json", import.meta.url), "utf8"));
+}
+
+/** Runs fn and checks that it throws a LeanVisionError with this code; returns its message. */
+export function expectError(fn: () => unknown, code: string): string {
+  try {
+    fn();
+  } catch (e) {
+    expect(e).toBeInstanceOf(LeanVisionError);
+    expect((e as LeanVisionError).code).toBe(code);
+    return (e as Error).message;
+  }
+  throw new Error(`expected a LeanVisionError ${code}, but nothing was thrown`);
 }
