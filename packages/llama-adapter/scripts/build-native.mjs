@@ -1,0 +1,241 @@
+#!/usr/bin/env node
+// Builds the LeanVision native addon (build/native/<binsKey>/leanvision.node).
+//
+// What it compiles: llama.cpp's tools/mtmd (clip + mtmd) from the exact source node-llama-cpp 3.22.1
+// ships (see llama-source.mjs), plus src/native/*.cpp. What it links to: node-llama-cpp's own shared
+// libraries (libllama, libggml, libggml-base), by soname, so at run time the addon shares the very
+// instances node-llama-cpp loaded. No network, no node-gyp: the compiler is driven directly.
+//
+// Objects are cached under build/obj (rebuilt when a source, a header it includes, or the flags
+// change), so a second run is a no-op. One addon is linked per node-llama-cpp binaries directory
+// found (the prebuilt packages installed for this platform, and local builds), recorded in
+// build/native/manifest.json, which src/native-binding.ts reads at run time.
+//
+// Usage: node scripts/build-native.mjs [--bins <dir-with-libllama>]... [--jobs N] [--verbose] [--install]
+// --install (the package's install script): a failed build warns instead of failing `pnpm install`;
+// loading the addon then fails with NATIVE_BUILD and says to run this script.
+import { spawn } from "node:child_process";
+import { createHash } from "node:crypto";
+import { existsSync, mkdirSync, readFileSync, readdirSync, realpathSync, renameSync, statSync, writeFileSync } from "node:fs";
+import { createRequire } from "node:module";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { ensureLlamaSource, bundledLlamaCommit, nodeLlamaCppDir, nodeLlamaCppVersion } from "./llama-source.mjs";
+
+const adapterDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
+const buildDir = path.join(adapterDir, "build");
+const REQUIRED_NODE_LLAMA_CPP = "3.22.1";
+
+const args = parseArgs(process.argv.slice(2));
+const log = (msg) => console.log(`[leanvision native] ${msg}`);
+const started = Date.now();
+
+try {
+  await main();
+} catch (err) {
+  console.error(`[leanvision native] build failed: ${err.message}`);
+  console.error(`[leanvision native] fix the cause above, then run: node ${path.join(adapterDir, "scripts", "build-native.mjs")}`);
+  process.exit(args.install ? 0 : 1);
+}
+
+async function main() {
+  if (process.platform !== "linux") {
+    // The sources are portable, but this script only knows Linux's compiler and linker flags.
+    throw new Error(`building the native addon on ${process.platform} is not supported yet (Linux only)`);
+  }
+  const version = nodeLlamaCppVersion();
+  if (version !== REQUIRED_NODE_LLAMA_CPP) {
+    throw new Error(`node-llama-cpp ${version} is installed; LeanVision is built against exactly ${REQUIRED_NODE_LLAMA_CPP}`);
+  }
+  const llamaSrc = ensureLlamaSource();
+  const nlcDir = nodeLlamaCppDir();
+  const binsDirs = args.bins.length > 0 ? args.bins.map((d) => path.resolve(d)) : findBinsDirs(nlcDir);
+  if (binsDirs.length === 0) throw new Error(`no node-llama-cpp binaries (libllama) found for ${process.platform}-${process.arch}; pass --bins <dir>`);
+
+  const includeDirs = [
+    path.join(llamaSrc, "include"),
+    path.join(llamaSrc, "ggml", "include"),
+    path.join(llamaSrc, "tools", "mtmd"),
+    path.join(llamaSrc, "vendor"),
+    path.join(nlcDir, "llama", "addon"), // node-llama-cpp's AddonContext.h, for inject.cpp
+    nodeAddonApiDir(),
+    nodeIncludeDir()
+  ];
+  const common = ["-O2", "-fPIC", "-pthread", "-fvisibility=hidden", "-DNDEBUG", "-DLLAMA_SHARED", "-DGGML_SHARED", "-w"];
+  const cxx = [...common, "-std=c++17", "-DNAPI_VERSION=7", "-DNAPI_CPP_EXCEPTIONS", ...includeDirs.map((d) => `-I${d}`)];
+  const cc = [...common, "-std=c11", ...includeDirs.map((d) => `-I${d}`)];
+
+  const mtmd = path.join(llamaSrc, "tools", "mtmd");
+  const ownSources = readdirSync(path.join(adapterDir, "src", "native")).filter((f) => f.endsWith(".cpp")).sort();
+  const units = [
+    // mtmd's library sources (the CMake target minus the helpers, which we don't use)
+    ...["mtmd.cpp", "mtmd-audio.cpp", "mtmd-image.cpp", "clip.cpp"].map((f) => ({ src: path.join(mtmd, f), flags: cxx })),
+    ...readdirSync(path.join(mtmd, "models")).filter((f) => f.endsWith(".cpp")).sort()
+      .map((f) => ({ src: path.join(mtmd, "models", f), flags: cxx })),
+    ...ownSources.map((f) => ({ src: path.join(adapterDir, "src", "native", f), flags: cxx, own: true }))
+  ];
+  const hasInject = ownSources.includes("inject.cpp");
+
+  const objDir = path.join(buildDir, "obj");
+  mkdirSync(objDir, { recursive: true });
+  const jobs = args.jobs ?? Math.max(1, os.availableParallelism());
+  const objects = await compileAll(units, objDir, jobs);
+
+  const manifest = { nodeLlamaCpp: version, llamaCommit: bundledLlamaCommit(), addons: [] };
+  for (const binsDir of binsDirs) {
+    const entry = linkAddon(objects, binsDir, { hasInject });
+    manifest.addons.push(entry);
+  }
+  await Promise.all(manifest.addons.map((a) => a.pending));
+  for (const a of manifest.addons) delete a.pending;
+  writeAtomic(path.join(buildDir, "native", "manifest.json"), JSON.stringify(manifest, null, 2) + "\n");
+  log(`done in ${((Date.now() - started) / 1000).toFixed(1)} s: ${manifest.addons.map((a) => path.relative(adapterDir, a.addon)).join(", ")}`);
+}
+
+/** Prebuilt binaries of the installed @node-llama-cpp/<platform>-<arch>* packages, plus local builds. */
+function findBinsDirs(nlcDir) {
+  const found = [];
+  const scopeDir = path.join(path.dirname(nlcDir), "@node-llama-cpp");
+  const prefix = `${process.platform}-${process.arch}`;
+  if (existsSync(scopeDir)) {
+    for (const pkg of readdirSync(scopeDir).filter((n) => n === prefix || n.startsWith(`${prefix}-`))) {
+      const bins = path.join(scopeDir, pkg, "bins");
+      if (!existsSync(bins)) continue;
+      for (const sub of readdirSync(bins)) found.push(path.join(bins, sub));
+    }
+  }
+  const localBuilds = path.join(nlcDir, "llama", "localBuilds");
+  if (existsSync(localBuilds)) {
+    for (const build of readdirSync(localBuilds)) found.push(path.join(localBuilds, build, "Release"));
+  }
+  return found.filter((dir) => libllamaIn(dir) != null).map((dir) => realpathSync(dir));
+}
+
+function libllamaIn(dir) {
+  if (!existsSync(dir)) return null;
+  return readdirSync(dir).find((f) => /^libllama(\.v[\d.]+)?\.so$/.test(f)) ?? null;
+}
+
+/** Key of a binaries directory: the addon for it lives in build/native/<key>/. */
+function binsKey(binsDir) {
+  return createHash("sha256").update(realpathSync(binsDir)).digest("hex").slice(0, 16);
+}
+
+async function compileAll(units, objDir, jobs) {
+  const todo = [];
+  const objects = [];
+  for (const unit of units) {
+    const flagsHash = createHash("sha256").update(unit.flags.join(" ")).digest("hex").slice(0, 8);
+    const base = `${path.basename(path.dirname(unit.src))}_${path.basename(unit.src)}`.replace(/\.cpp$|\.c$/, "");
+    const obj = path.join(objDir, `${base}.${flagsHash}.o`);
+    objects.push(obj);
+    if (!upToDate(obj)) todo.push({ ...unit, obj });
+  }
+  if (todo.length === 0) {
+    log(`all ${units.length} objects up to date`);
+    return objects;
+  }
+  log(`compiling ${todo.length} of ${units.length} sources with ${jobs} job(s)`);
+  let next = 0;
+  const worker = async () => {
+    while (next < todo.length) {
+      const unit = todo[next++];
+      const compiler = unit.src.endsWith(".c") ? "cc" : "c++";
+      const tmp = `${unit.obj}.tmp`;
+      await run(compiler, [...unit.flags, "-MMD", "-MF", `${unit.obj}.d`, "-c", unit.src, "-o", tmp]);
+      renameSync(tmp, unit.obj);
+      if (args.verbose || unit.own) log(`compiled ${path.basename(unit.src)}`);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(jobs, todo.length) }, worker));
+  return objects;
+}
+
+/** An object is up to date when it is newer than its source and every header its .d file lists. */
+function upToDate(obj) {
+  if (!existsSync(obj) || !existsSync(`${obj}.d`)) return false;
+  const objTime = statSync(obj).mtimeMs;
+  const deps = readFileSync(`${obj}.d`, "utf8").replace(/\\\n/g, " ").split(":").slice(1).join(":").trim().split(/\s+/);
+  return deps.every((dep) => existsSync(dep) && statSync(dep).mtimeMs <= objTime);
+}
+
+function linkAddon(objects, binsDir, { hasInject }) {
+  const libllama = libllamaIn(binsDir);
+  if (libllama == null) throw new Error(`no libllama*.so in ${binsDir}`);
+  const libs = readdirSync(binsDir);
+  const libggml = libs.find((f) => /^libggml(\.v[\d.]+)?\.so$/.test(f));
+  const libggmlBase = libs.find((f) => f === "libggml-base.so");
+  if (!libggml || !libggmlBase) throw new Error(`${binsDir} lacks libggml*.so / libggml-base.so`);
+
+  const outDir = path.join(buildDir, "native", binsKey(binsDir));
+  const addon = path.join(outDir, "leanvision.node");
+  const entry = { binsDir, libllama: path.join(binsDir, libllama), addon, hasInject, pending: null };
+  const inputs = [...objects, ...[libllama, libggml, libggmlBase].map((f) => path.join(binsDir, f))];
+  if (existsSync(addon) && inputs.every((f) => statSync(f).mtimeMs <= statSync(addon).mtimeMs)) {
+    log(`up to date: ${path.relative(adapterDir, addon)} (for ${binsDir})`);
+    entry.pending = Promise.resolve();
+    return entry;
+  }
+  mkdirSync(outDir, { recursive: true });
+  // -l: links by file name; the NEEDED entries are then those files' sonames, which node-llama-cpp's
+  // addon has already loaded, so the dynamic loader reuses them. RUNPATH is only a fallback.
+  const tmp = `${addon}.tmp`;
+  entry.pending = run("c++", [
+    "-shared", "-pthread", "-o", tmp, ...objects,
+    `-L${binsDir}`, `-l:${libllama}`, `-l:${libggml}`, `-l:${libggmlBase}`,
+    `-Wl,-rpath,${binsDir}`, "-Wl,-Bsymbolic", "-Wl,--as-needed"
+  ]).then(() => {
+    renameSync(tmp, addon);
+    log(`linked ${path.relative(adapterDir, addon)} against ${binsDir}`);
+  });
+  return entry;
+}
+
+function nodeAddonApiDir() {
+  const pkg = createRequire(path.join(adapterDir, "package.json")).resolve("node-addon-api/package.json");
+  return path.dirname(pkg);
+}
+
+/** Node's C headers, from the running node's install prefix (or npm_config_nodedir); never downloaded. */
+function nodeIncludeDir() {
+  const candidates = [
+    process.env.npm_config_nodedir && path.join(process.env.npm_config_nodedir, "include", "node"),
+    path.join(path.dirname(path.dirname(process.execPath)), "include", "node")
+  ].filter(Boolean);
+  const dir = candidates.find((d) => existsSync(path.join(d, "node_api.h")));
+  if (!dir) throw new Error(`node's headers (node_api.h) not found in ${candidates.join(", ")}; install them (e.g. apt-get install nodejs-dev / libnode-dev) or set npm_config_nodedir`);
+  return dir;
+}
+
+function run(cmd, argv) {
+  if (args.verbose) log(`${cmd} ${argv.join(" ")}`);
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, argv, { stdio: ["ignore", "inherit", "pipe"] });
+    let stderr = "";
+    child.stderr.on("data", (d) => (stderr += d));
+    child.on("error", (err) => reject(new Error(`cannot run ${cmd}: ${err.message} (a C++17 compiler is needed)`)));
+    child.on("close", (code) => {
+      if (code === 0) return resolve();
+      reject(new Error(`${cmd} exited with ${code} for ${argv.find((a) => a.endsWith(".cpp") || a.endsWith(".c")) ?? argv.at(-1)}\n${stderr.slice(-4000)}`));
+    });
+  });
+}
+
+function writeAtomic(file, text) {
+  mkdirSync(path.dirname(file), { recursive: true });
+  writeFileSync(`${file}.tmp`, text);
+  renameSync(`${file}.tmp`, file);
+}
+
+function parseArgs(argv) {
+  const out = { bins: [], jobs: undefined, verbose: false, install: false };
+  for (let i = 0; i < argv.length; i++) {
+    if (argv[i] === "--bins") out.bins.push(argv[++i]);
+    else if (argv[i] === "--jobs") out.jobs = Number(argv[++i]);
+    else if (argv[i] === "--verbose") out.verbose = true;
+    else if (argv[i] === "--install") out.install = true;
+    else throw new Error(`unknown argument ${argv[i]}`);
+  }
+  return out;
+}

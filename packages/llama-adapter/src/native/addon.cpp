@@ -1,0 +1,19 @@
+// Module init of the LeanVision native addon: the vision stage (vision.cpp) and embedding injection
+// (inject.cpp). Loaded by src/native-binding.ts after node-llama-cpp's getLlama(), so the llama/ggml
+// shared libraries it links to are the instances node-llama-cpp already loaded.
+#include <napi.h>
+
+#include "vision.h"
+
+// Defined in inject.cpp. Weak, so the addon also builds (without decodeEmbeddings) before that file exists.
+void RegisterInject(Napi::Env env, Napi::Object exports) __attribute__((weak));
+
+static Napi::Object Init(Napi::Env env, Napi::Object exports) {
+    RegisterVision(env, exports);
+    if (RegisterInject != nullptr) {
+        RegisterInject(env, exports);
+    }
+    return exports;
+}
+
+NODE_API_MODULE(leanvision, Init)
