@@ -64,17 +64,19 @@ function rankPatches(f: VisionFeatures, reducer: string): PatchRanking {
   checkAttention(f, reducer);
   const n = f.numTokens;
   const patchTokens = patchTokenIndices(f);
-  const scores = new Float64Array(patchTokens.length);
   const hasCls = f.clsIndex !== null;
+  // Attention each token receives from the scoring queries, summed over heads (contiguous rows).
+  const { attention, heads } = f;
   const queries = hasCls ? [f.clsIndex as number] : Array.from({ length: n }, (_, q) => q);
-  for (let h = 0; h < f.heads; h++) {
-    const head = h * n * n;
+  const received = new Float64Array(n);
+  for (let h = 0; h < heads; h++) {
     for (const q of queries) {
-      const row = head + q * n;
-      for (let p = 0; p < patchTokens.length; p++) scores[p] += f.attention[row + patchTokens[p]];
+      const row = (h * n + q) * n;
+      for (let t = 0; t < n; t++) received[t] += attention[row + t];
     }
   }
-  if (!hasCls) for (let p = 0; p < scores.length; p++) scores[p] /= f.heads * n;
+  const perQuery = hasCls ? 1 : 1 / (heads * n);
+  const scores = Float64Array.from(patchTokens, (t) => received[t] * perQuery);
   const ranked = Array.from(patchTokens.keys()).sort((a, b) => scores[b] - scores[a] || a - b);
   return { ranked, scores, hasCls, patchTokens };
 }

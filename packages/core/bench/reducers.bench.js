@@ -1,0 +1,158 @@
+// Times every @leanvision/core reducer on feature tensors with the real shapes of LLaVA-1.5
+// (CLIP-L/14 at 336 px), SigLIP-so400m at 384 px and the official TokenPacker projector.
+// Values are random (seeded); reducer cost depends only on the shapes.
+//
+//   pnpm --filter @leanvision/core build && pnpm --filter @leanvision/core bench [-- --iterations 10 --json]
+import { cpus } from "node:os";
+import { performance } from "node:perf_hooks";
+import { parseArgs } from "node:util";
+
+const core = await import("../dist/index.js").catch((e) => {
+  console.error(`Cannot load ../dist/index.js (${e.message}). Build first: pnpm --filter @leanvision/core build`);
+  process.exit(1);
+});
+const { reduce, parseReducerSpec, formatReducerSpec, tokenPacker } = core;
+
+const { values: args } = parseArgs({
+  options: { iterations: { type: "string", default: "10" }, json: { type: "boolean", default: false } }
+});
+const iterations = Number(args.iterations);
+if (!Number.isInteger(iterations) || iterations < 1) {
+  console.error(`--iterations must be a positive integer (got ${args.iterations})`);
+  process.exit(1);
+}
+
+/** Seeded uniform [0, 1) (mulberry32). */
+function random(seed) {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** Roughly normal values (sum of uniforms), scaled. */
+function randomArray(length, rand, scale = 1) {
+  const out = new Float32Array(length);
+  for (let i = 0; i < length; i++) out[i] = (rand() + rand() + rand() - 1.5) * 2 * scale;
+  return out;
+}
+
+/** Feature-layer outputs of one image: hidden states, softmax attention, head-averaged keys. */
+function features({ side, dim, heads, headDim, clsIndex }, seed) {
+  const rand = random(seed);
+  const numTokens = side * side + (clsIndex === null ? 0 : 1);
+  const attention = randomArray(heads * numTokens * numTokens, rand, 3);
+  for (let row = 0; row < heads * numTokens; row++) {
+    const r = attention.subarray(row * numTokens, (row + 1) * numTokens);
+    let sum = 0;
+    for (let j = 0; j < numTokens; j++) sum += r[j] = Math.exp(r[j]);
+    for (let j = 0; j < numTokens; j++) r[j] /= sum;
+  }
+  return {
+    hidden: randomArray(numTokens * dim, rand),
+    numTokens,
+    dim,
+    grid: { rows: side, cols: side },
+    clsIndex: clsIndex === "last" ? numTokens - 1 : clsIndex,
+    attention,
+    heads,
+    keys: randomArray(numTokens * headDim, rand),
+    keyDim: headDim
+  };
+}
+
+function time(fn, runs) {
+  fn(); // warm-up: JIT and allocation
+  const ms = [];
+  let result;
+  for (let i = 0; i < runs; i++) {
+    const start = performance.now();
+    result = fn();
+    ms.push(performance.now() - start);
+  }
+  ms.sort((a, b) => a - b);
+  return { medianMs: ms[Math.floor(ms.length / 2)], minMs: ms[0], runs, tokens: result.numTokens };
+}
+
+const encoders = {
+  // llama.cpp's llava graph order: CLS after the 576 patches.
+  "CLIP-L/14-336 (LLaVA-1.5)": { side: 24, dim: 1024, heads: 16, headDim: 64, clsIndex: "last" },
+  "SigLIP-so400m-384": { side: 27, dim: 1152, heads: 16, headDim: 72, clsIndex: null }
+};
+const specs = {
+  "CLIP-L/14-336 (LLaVA-1.5)": [
+    "none",
+    "visionzip:dominant=54,contextual=10",
+    "visionzip:dominant=108,contextual=20",
+    "visionzip:dominant=162,contextual=30",
+    "visionzip-adaptive:coverage=0.5,min=32,max=192,contextual=10",
+    "pool:stride=2",
+    "pool:stride=3",
+    "regionpack:scale=2",
+    "regionpack:scale=3"
+  ],
+  "SigLIP-so400m-384": ["none", "visionzip:dominant=54,contextual=10", "pool:stride=3", "regionpack:scale=3"]
+};
+
+const rows = [];
+for (const [encoder, shape] of Object.entries(encoders)) {
+  const f = features(shape, 42);
+  for (const text of specs[encoder]) {
+    const spec = parseReducerSpec(text);
+    rows.push({ encoder, reducer: formatReducerSpec(spec), inputTokens: f.numTokens, ...time(() => reduce(f, spec), iterations) });
+  }
+}
+
+// The official TokenPacker projector (CLIP-L sizes, scale 2): 576 patches + 4-level features -> 144 LLM tokens.
+{
+  const rand = random(7);
+  const linear = (out, inp, bias = true) => ({
+    weight: { data: randomArray(out * inp, rand, 0.02), shape: [out, inp] },
+    ...(bias ? { bias: { data: randomArray(out, rand, 0.02), shape: [out] } } : {})
+  });
+  const norm = (n) => ({ weight: { data: new Float32Array(n).fill(1), shape: [n] }, bias: { data: new Float32Array(n), shape: [n] } });
+  const modules = {
+    q_proj_1: linear(1024, 1024, false),
+    "k_proj_1.0": linear(1024, 4096),
+    "k_proj_1.2": linear(1024, 1024),
+    "v_proj_1.0": linear(1024, 4096),
+    "v_proj_1.2": linear(1024, 1024),
+    ln_q_1: norm(1024),
+    ln_k_1: norm(1024),
+    ln_v_1: norm(1024),
+    "clip_attn.out_proj": linear(1024, 1024),
+    "mlp.0": linear(4096, 1024),
+    "mlp.2": linear(4096, 4096)
+  };
+  const weights = {
+    "clip_attn.in_proj_weight": { data: randomArray(3 * 1024 * 1024, rand, 0.02), shape: [3072, 1024] },
+    "clip_attn.in_proj_bias": { data: new Float32Array(3072), shape: [3072] }
+  };
+  for (const [module, params] of Object.entries(modules)) {
+    for (const [param, tensor] of Object.entries(params)) weights[`${module}.${param}`] = tensor;
+  }
+  const input = { patches: randomArray(576 * 1024, rand), multiLevel: randomArray(576 * 4096, rand), grid: { rows: 24, cols: 24 } };
+  const runs = Math.min(iterations, 3);
+  rows.push({
+    encoder: "CLIP-L/14-336 (LLaVA-1.5)",
+    reducer: "tokenPacker (trained projector, scale 2, 8 heads, -> 4096-d)",
+    inputTokens: 576,
+    ...time(() => tokenPacker(input, weights, { scaleFactor: 2, numHeads: 8 }), runs)
+  });
+}
+
+const machine = `${cpus()[0]?.model ?? "unknown CPU"}, ${cpus().length} logical cores, Node ${process.version}`;
+if (args.json) {
+  console.log(JSON.stringify({ machine, iterations, rows }, null, 2));
+} else {
+  console.log(`@leanvision/core reducers: ${machine}; median and min over the runs, after one warm-up`);
+  console.log("| encoder | reducer | tokens in -> out | runs | median ms | min ms |");
+  console.log("| --- | --- | --- | ---: | ---: | ---: |");
+  for (const r of rows) {
+    console.log(`| ${r.encoder} | ${r.reducer} | ${r.inputTokens} -> ${r.tokens} | ${r.runs} | ${r.medianMs.toFixed(2)} | ${r.minMs.toFixed(2)} |`);
+  }
+}
