@@ -15,6 +15,6 @@ export {
   type TokenPackerInput,
   type TokenPackerOptions,
   type TokenPackerWeights,
-  type Tensor
+  type StateDictTensor
 } from "./tokenpacker.js";
 export { reduce, parseReducerSpec, formatReducerSpec } from "./reduce.js";

@@ -13,13 +13,13 @@ export interface TokenPackerInput {
 }
 
 /** One tensor of the official state dict; `shape` in PyTorch order (Linear: [out, in]). */
-export interface Tensor {
+export interface StateDictTensor {
   data: Float32Array;
   shape: readonly number[];
 }
 
 /** The official TokenPacker projector's state dict, keyed by its own names (`q_proj_1.weight`, …). */
-export type TokenPackerWeights = Readonly<Record<string, Tensor>>;
+export type TokenPackerWeights = Readonly<Record<string, StateDictTensor>>;
 
 export interface TokenPackerOptions {
   /** Side of the patch region packed into each output token (official: 2). */
@@ -142,7 +142,7 @@ class WeightReader {
     }
   }
 
-  private tensor(name: string): Tensor {
+  private tensor(name: string): StateDictTensor {
     const t = this.weights[name];
     if (!t || !(t.data instanceof Float32Array) || !Array.isArray(t.shape)) {
       throw new LeanVisionError(
