@@ -1,0 +1,51 @@
+// Runs the benchmark: every reducer, `runs` fresh conversations of `turns` turns each, medians per turn.
+import { formatReducerSpec } from "@leanvision/core";
+import { medianTurns } from "./stats.js";
+
+/** Questions asked in order; the image goes with the first. */
+export const QUESTIONS = [
+  "Describe this image in one sentence.",
+  "What colours stand out?",
+  "Is there any text in it?",
+  "What would you crop to focus on the subject?"
+];
+
+export function questionFor(turnIndex) {
+  return QUESTIONS[turnIndex % QUESTIONS.length];
+}
+
+/**
+ * rt: an open runtime (lib/runtime.js). Returns the benchmark JSON:
+ * { runtime, profile, model, textTokens, results: [{ reducer, visualTokens, turns: [...] }] }.
+ */
+export async function runBenchmark(rt, { reducers, image, turns, runs, maxTokens, onRun = () => {} }) {
+  const results = [];
+  for (const reducer of reducers) {
+    const name = formatReducerSpec(reducer);
+    const perRun = [];
+    let visualTokens = 0;
+    for (let run = 0; run < runs; run++) {
+      onRun({ reducer: name, run: run + 1, runs });
+      const chat = await rt.newChat(reducer);
+      try {
+        const runTurns = [];
+        for (let t = 0; t < turns; t++) {
+          await chat.prompt(questionFor(t), { images: t === 0 ? [image] : [], maxTokens, temperature: 0, seed: 1 });
+          runTurns.push(chat.lastTurn);
+        }
+        visualTokens = runTurns[0].visualTokens;
+        perRun.push(runTurns);
+      } finally {
+        await chat.dispose();
+      }
+    }
+    results.push({ reducer: name, visualTokens, turns: medianTurns(perRun) });
+  }
+  return {
+    runtime: rt.runtime,
+    profile: rt.profile,
+    model: rt.model,
+    textTokens: rt.countTokens(questionFor(0)),
+    results
+  };
+}

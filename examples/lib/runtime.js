@@ -1,0 +1,117 @@
+// One small interface over both runtimes, so the benchmark, the demo and the web app share it:
+//   const rt = await openRuntime({ runtime, profile | modelPath (+ mmprojPath) });
+//   const chat = await rt.newChat(reducerSpec);   // a fresh context / KV cache
+//   await chat.prompt(text, { images, maxTokens, onTextChunk });  chat.lastTurn; chat.dispose();
+import { LeanVisionError } from "@leanvision/core";
+
+/**
+ * source: { runtime: "llama"|"transformers", profile?: string, modelPath?: string, mmprojPath?: string,
+ *           onProgress?: (done, total) => void }  (profile = a synthetic model written by the testkit)
+ */
+export async function openRuntime(source) {
+  if (source.runtime === "llama") return openLlama(source);
+  if (source.runtime === "transformers") return openTransformers(source);
+  throw new LeanVisionError("INVALID_INPUT", `unknown runtime "${source.runtime}"; use "llama" or "transformers"`);
+}
+
+async function openLlama({ profile, modelPath, mmprojPath, onProgress }) {
+  if (profile) {
+    const { ensureLlavaGguf } = await import("@leanvision/testkit");
+    ({ modelPath, mmprojPath } = await ensureLlavaGguf(profile, { onProgress }));
+  }
+  const { getLlama } = await import("node-llama-cpp");
+  const { loadVisionModel, VisionChatSession } = await import("@leanvision/llama-adapter");
+  const llama = await getLlama();
+  const model = await llama.loadModel({ modelPath });
+  const vision = await loadVisionModel({ llama, model, mmprojPath });
+  const contexts = new Set();
+
+  return {
+    runtime: "llama",
+    profile: profile ?? null,
+    model: { modelPath, mmprojPath, parameters: Number(model.fileInsights.totalElements ?? 0) || undefined, trainContextSize: model.trainContextSize },
+    modelPath,
+    mmprojPath,
+    threads: llama.cpuMathCores,
+    countTokens: (text) => model.tokenize(text).length,
+    async newChat(reducer, { systemPrompt } = {}) {
+      const context = await model.createContext({ contextSize: { max: 4096 } });
+      contexts.add(context);
+      const session = new VisionChatSession({ contextSequence: context.getSequence(), vision, systemPrompt });
+      return {
+        reducer,
+        // The vision model is shared by all chats; set this chat's reducer before it encodes an image.
+        prompt(text, options = {}) {
+          vision.reducer = reducer;
+          return session.prompt(text, options);
+        },
+        get lastTurn() {
+          return session.lastTurn;
+        },
+        get turns() {
+          return session.turns;
+        },
+        dispose() {
+          session.dispose();
+          contexts.delete(context);
+          return context.dispose();
+        }
+      };
+    },
+    async dispose() {
+      for (const context of contexts) await context.dispose();
+      vision.dispose();
+      await model.dispose();
+      await llama.dispose();
+    }
+  };
+}
+
+async function openTransformers({ profile, modelPath, onProgress }) {
+  let dir = modelPath;
+  if (profile) {
+    const { ensureLlavaOnnx } = await import("@leanvision/testkit");
+    ({ dir } = await ensureLlavaOnnx(profile, { onProgress }));
+  }
+  const { env, AutoProcessor, AutoTokenizer, LlavaForConditionalGeneration } = await import("@huggingface/transformers");
+  const { withLeanVision, TransformersVisionChat } = await import("@leanvision/transformers-adapter");
+  env.allowRemoteModels = false; // only local folders; nothing is fetched from a hub
+  const model = await LlavaForConditionalGeneration.from_pretrained(dir, { local_files_only: true, dtype: "fp32" });
+  const processor = await AutoProcessor.from_pretrained(dir, { local_files_only: true });
+  const tokenizer = processor.tokenizer ?? (await AutoTokenizer.from_pretrained(dir, { local_files_only: true }));
+  const leanByReducer = new Map();
+
+  // withLeanVision rewrites the encoder once per wrapped model; keep one wrapper per reducer.
+  async function leanFor(reducer) {
+    const key = JSON.stringify(reducer);
+    if (!leanByReducer.has(key)) leanByReducer.set(key, await withLeanVision({ model, processor, reducer }));
+    return leanByReducer.get(key);
+  }
+
+  return {
+    runtime: "transformers",
+    profile: profile ?? null,
+    model: { dir },
+    modelPath: dir,
+    mmprojPath: null,
+    threads: null,
+    countTokens: (text) => tokenizer.encode(text, { add_special_tokens: false }).length,
+    async newChat(reducer, { systemPrompt } = {}) {
+      const chat = new TransformersVisionChat({ lean: await leanFor(reducer), systemPrompt });
+      return {
+        reducer,
+        prompt: (text, options = {}) => chat.prompt(text, options),
+        get lastTurn() {
+          return chat.lastTurn;
+        },
+        get turns() {
+          return chat.turns;
+        },
+        dispose() {}
+      };
+    },
+    async dispose() {
+      await model.dispose?.();
+    }
+  };
+}
