@@ -1,1 +1,10 @@
-export {};
+// Synthetic LLaVA models in GGUF: a writer, the profiles, and the cached factory.
+export { GgmlType, f16ToF32, f32ToF16, decodeValues, encodeValues, ggmlByteSize } from "./numeric.js";
+export { GgufValueType, kv, writeGguf, tensorDataBytes } from "./writer.js";
+export type { GgufArray, GgufFile, GgufScalar, GgufTensor, GgufValue, TensorSource } from "./writer.js";
+export { GGUF_PROFILES, imageTokenGrid } from "./profiles.js";
+export type { GgufProfile, GgufProfileName, LanguageModelShape, VisionTowerShape, WeightType } from "./profiles.js";
+export { VICUNA_CHAT_TEMPLATE, languageModelFile, mmprojFile, readTokenizerMetadata, vocabPath } from "./llava.js";
+export { GGUF_WRITER_VERSION, defaultCacheDir, ensureLlavaGguf, ggufPairDir, readGgufManifest, sampleImagePath } from "./factory.js";
+export type { EnsureOptions, GgufManifest, LlavaGgufPair } from "./factory.js";
+export { formatBytes, progressBar } from "./progress.js";

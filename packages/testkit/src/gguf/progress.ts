@@ -1,0 +1,36 @@
+// A small progress reporter for long writes: a redrawn bar on a TTY, an occasional line otherwise
+// (so CI logs get a few percentages instead of thousands of carriage returns).
+
+export type ProgressCallback = (done: number, total: number) => void;
+
+export function progressBar(label: string, stream: NodeJS.WriteStream = process.stderr): ProgressCallback {
+  const started = Date.now();
+  let lastDraw = 0;
+  let lastTenth = -1;
+  return (done, total) => {
+    const fraction = total > 0 ? Math.min(1, done / total) : 1;
+    const finished = done >= total;
+    const sizes = `${formatBytes(done)} / ${formatBytes(total)}`;
+    if (stream.isTTY) {
+      const now = Date.now();
+      if (!finished && now - lastDraw < 100) return;
+      lastDraw = now;
+      const width = 30;
+      const filled = Math.round(fraction * width);
+      const bar = "#".repeat(filled) + "-".repeat(width - filled);
+      stream.write(`\r${label} [${bar}] ${(fraction * 100).toFixed(0).padStart(3)}% ${sizes}`);
+      if (finished) stream.write(` in ${((now - started) / 1000).toFixed(1)} s\n`);
+    } else {
+      const tenth = Math.floor(fraction * 10);
+      if (tenth === lastTenth) return;
+      lastTenth = tenth;
+      stream.write(`${label}: ${tenth * 10}% (${sizes})${finished ? ` in ${((Date.now() - started) / 1000).toFixed(1)} s` : ""}\n`);
+    }
+  };
+}
+
+export function formatBytes(bytes: number): string {
+  if (bytes >= 1 << 30) return `${(bytes / (1 << 30)).toFixed(2)} GiB`;
+  if (bytes >= 1 << 20) return `${(bytes / (1 << 20)).toFixed(1)} MiB`;
+  return `${(bytes / 1024).toFixed(0)} KiB`;
+}
