@@ -1,0 +1,151 @@
+// Finds and loads the LeanVision native addon built for the node-llama-cpp binaries in use.
+//
+// scripts/build-native.mjs links one addon per node-llama-cpp binaries directory (prebuilt CPU,
+// CUDA, Vulkan, or a local build) and records them in build/native/manifest.json. At run time the
+// addon must match the libllama node-llama-cpp actually loaded (getLlama() picks it), so we look
+// that file up among the process's loaded shared objects and pick the addon linked against it.
+import { existsSync, readFileSync, realpathSync } from "node:fs";
+import { createRequire } from "node:module";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { LeanVisionError } from "@leanvision/core";
+import { nodeLlamaCppVersion } from "../scripts/llama-source.mjs";
+
+/** What the mmproj declares (checked before llama.cpp loads it). */
+export interface VisionContextInfo {
+  projectorType: string;
+  imageSize: number;
+  patchSize: number;
+  /** Hidden size of the vision encoder (the projector's input). */
+  hiddenDim: number;
+  heads: number;
+  /** Output size of the projector; must equal the language model's n_embd. */
+  projectionDim: number;
+  hasCls: boolean;
+  gridRows: number;
+  gridCols: number;
+  /** Encoder layers in the file (the llava graph runs one fewer). */
+  layers: number;
+  /** Index of the last encoder layer run, whose attention and keys are captured. */
+  featureLayerIndex: number;
+}
+
+/** Opaque handle of a native vision context. */
+export interface VisionContextHandle {
+  readonly native: unknown;
+  readonly info: VisionContextInfo;
+}
+
+/** The feature layer as captured from mtmd's graph: a core VisionFeatures in flat form. */
+export interface NativeVisionFeatures {
+  /** [numTokens x dim]: the projector's input tokens, patches in grid order then CLS (if any). */
+  hidden: Float32Array;
+  numTokens: number;
+  dim: number;
+  gridRows: number;
+  gridCols: number;
+  clsIndex: number | null;
+  /** The rows of `hidden` llama.cpp's own graph feeds its projector (`patches` input). */
+  projectorRows: Int32Array;
+  /** [heads x numTokens x numTokens] softmax probabilities (capture only). */
+  attention?: Float32Array;
+  heads?: number;
+  /** [numTokens x keyDim], averaged over heads (capture only). */
+  keys?: Float32Array;
+  keyDim?: number;
+}
+
+export interface NativeBinding {
+  createVisionContext(mmprojPath: string, opts: { nThreads: number; useGpu: boolean }): VisionContextHandle;
+  encode(handle: VisionContextHandle, rgb: Uint8Array, width: number, height: number, opts: { capture: boolean }): Promise<NativeVisionFeatures>;
+  /** mtmd's own output embeddings for the image, [tokens x projectionDim]. */
+  encodeStock(handle: VisionContextHandle, rgb: Uint8Array, width: number, height: number): Promise<Float32Array>;
+  /** The mmproj's projector on [numTokens x hiddenDim] rows, natively. */
+  project(handle: VisionContextHandle, hidden: Float32Array, numTokens: number): Promise<Float32Array>;
+  freeVisionContext(handle: VisionContextHandle): void;
+  /**
+   * From inject.cpp (absent only in a build made before that file existed): decodes embedding rows
+   * into a node-llama-cpp context's sequence; resolves to the number of rows decoded.
+   */
+  decodeEmbeddings?: (
+    contextAddonObject: object,
+    sequenceId: number,
+    startPos: number,
+    embd: Float32Array,
+    nTokens: number,
+    nEmbd: number,
+    batchSize: number
+  ) => Promise<number>;
+}
+
+interface Manifest {
+  nodeLlamaCpp: string;
+  llamaCommit: string;
+  addons: Array<{ binsDir: string; libllama: string; addon: string; hasInject: boolean }>;
+}
+
+const adapterDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
+const buildScript = path.join(adapterDir, "scripts", "build-native.mjs");
+const manifestPath = path.join(adapterDir, "build", "native", "manifest.json");
+let loaded: NativeBinding | undefined;
+
+/**
+ * Loads the addon matching the libllama node-llama-cpp has loaded. Call after `await getLlama()`.
+ * Throws LeanVisionError NATIVE_BUILD, saying what to run, when the addon is missing or mismatched.
+ */
+export function loadNativeBinding(): NativeBinding {
+  if (loaded) return loaded;
+  const libllama = loadedLibllama();
+  if (!libllama) {
+    throw nativeError("node-llama-cpp has not loaded its llama.cpp binaries yet; call `await getLlama()` before loading a vision model");
+  }
+  if (!existsSync(manifestPath)) {
+    throw nativeError(`the LeanVision native addon is not built (no ${manifestPath}); run: node ${buildScript}`);
+  }
+  const manifest = JSON.parse(readFileSync(manifestPath, "utf8")) as Manifest;
+  const installed = nodeLlamaCppVersion();
+  if (manifest.nodeLlamaCpp !== installed) {
+    throw nativeError(`the native addon was built for node-llama-cpp ${manifest.nodeLlamaCpp} but ${installed} is installed; run: node ${buildScript}`);
+  }
+  const entry = manifest.addons.find((a) => existsSync(a.libllama) && realpathSync(a.libllama) === libllama);
+  if (!entry) {
+    throw nativeError(
+      `node-llama-cpp is using ${libllama}, and no LeanVision addon was built against it ` +
+        `(built for: ${manifest.addons.map((a) => a.binsDir).join(", ") || "none"}); run: node ${buildScript} --bins ${path.dirname(libllama)}`
+    );
+  }
+  if (!existsSync(entry.addon)) throw nativeError(`${entry.addon} is missing; run: node ${buildScript}`);
+  try {
+    loaded = createRequire(import.meta.url)(entry.addon) as NativeBinding;
+  } catch (err) {
+    throw nativeError(`cannot load ${entry.addon} (${(err as Error).message}); rebuild it: node ${buildScript}`, err);
+  }
+  return loaded;
+}
+
+/** Real path of the libllama shared object loaded in this process, or undefined. */
+function loadedLibllama(): string | undefined {
+  const isLibllama = (file: string) => /^(lib)?llama(\.v[\d.]+)?\.(so|dylib|dll)$/.test(path.basename(file));
+  let objects: string[];
+  if (process.platform === "linux") {
+    // /proc/self/maps is cheap and always current; lines end with the mapped file's path.
+    objects = readFileSync("/proc/self/maps", "utf8").split("\n").map((l) => l.slice(l.indexOf("/"))).filter((p) => p.startsWith("/"));
+  } else {
+    const report = process.report?.getReport() as { sharedObjects?: string[] } | undefined;
+    objects = report?.sharedObjects ?? [];
+  }
+  const file = objects.find(isLibllama);
+  return file ? realpathSync(file) : undefined;
+}
+
+function nativeError(message: string, cause?: unknown): LeanVisionError {
+  return new LeanVisionError("NATIVE_BUILD", message, cause === undefined ? undefined : { cause });
+}
+
+/** Native errors carry a string `code`; turn them into LeanVisionError, keep anything else as is. */
+export function toLeanVisionError(err: unknown): unknown {
+  if (err instanceof LeanVisionError) return err;
+  const code = err instanceof Error ? (err as Error & { code?: unknown }).code : undefined;
+  if (typeof code === "string") return new LeanVisionError(code, (err as Error).message, { cause: err });
+  return err;
+}

@@ -1,0 +1,251 @@
+// The vision half of the llama adapter: image → sharp decode → mtmd encode with the feature layer
+// captured (native) → core reducer → the mmproj's projector on the kept tokens (native).
+import { existsSync, statSync } from "node:fs";
+import { performance } from "node:perf_hooks";
+import sharp from "sharp";
+import { formatReducerSpec, LeanVisionError, parseReducerSpec, reduce } from "@leanvision/core";
+import type { ReducedTokens, ReducerSpec, TokenProvenance, VisionFeatures } from "@leanvision/core";
+import type { Llama, LlamaModel } from "node-llama-cpp";
+import { loadNativeBinding, toLeanVisionError } from "./native-binding.js";
+import type { NativeBinding, NativeVisionFeatures, VisionContextHandle, VisionContextInfo } from "./native-binding.js";
+
+/** A file path, an encoded image (any format sharp reads), or raw RGB pixels. */
+export type ImageInput = string | Uint8Array | RawRgbImage;
+
+export interface RawRgbImage {
+  /** width * height * 3 bytes, row-major RGB. */
+  data: Uint8Array;
+  width: number;
+  height: number;
+}
+
+export interface LoadVisionModelOptions {
+  /** node-llama-cpp's `await getLlama()`. */
+  llama: Llama;
+  /** The language model the images are for; its n_embd must equal the mmproj's projection size. */
+  model: LlamaModel;
+  /** The model's mmproj GGUF (LLaVA `mlp` projector). */
+  mmprojPath: string;
+  /** A core reducer or its text form ("none", "visionzip:dominant=54,contextual=10", ...). Default: none. */
+  reducer?: ReducerSpec | string;
+  /** CPU threads for the vision encoder; default: node-llama-cpp's math cores. */
+  threads?: number;
+}
+
+export interface EncodedImage {
+  width: number;
+  height: number;
+  features: VisionFeatures;
+  reduced: ReducedTokens;
+  /** [reduced.numTokens x nEmbd], ready to decode into the language model. */
+  embeddings: Float32Array;
+  nEmbd: number;
+  timings: {
+    /** Image decode (sharp) plus the vision encoder with capture. */
+    encodeMs: number;
+    reduceMs: number;
+    projectMs: number;
+  };
+}
+
+/** Loads an mmproj for `model`. Call after `await getLlama()`. */
+export async function loadVisionModel(options: LoadVisionModelOptions): Promise<LlamaVisionModel> {
+  const { llama, model, mmprojPath } = options ?? ({} as LoadVisionModelOptions);
+  if (llama == null || typeof llama !== "object" || model == null || typeof model !== "object") {
+    throw new LeanVisionError("INVALID_INPUT", "loadVisionModel({ llama, model, mmprojPath }): pass node-llama-cpp's `await getLlama()` and a loaded `LlamaModel`");
+  }
+  if (model.disposed) throw new LeanVisionError("DISPOSED", "the language model is disposed; load it again before loading its vision model");
+  if (typeof mmprojPath !== "string" || mmprojPath === "") {
+    throw new LeanVisionError("INVALID_INPUT", "loadVisionModel: mmprojPath must be the path of the model's mmproj GGUF");
+  }
+  const reducer = toReducerSpec(options.reducer ?? { kind: "none" });
+  const threads = options.threads ?? Math.max(1, llama.cpuMathCores);
+  if (!Number.isInteger(threads) || threads < 1) throw new LeanVisionError("INVALID_INPUT", `threads must be a positive integer (got ${threads})`);
+
+  const binding = loadNativeBinding();
+  let handle: VisionContextHandle;
+  try {
+    handle = binding.createVisionContext(mmprojPath, { nThreads: threads, useGpu: llama.gpu !== false });
+  } catch (err) {
+    throw toLeanVisionError(err);
+  }
+  const nEmbd = model.embeddingVectorSize;
+  if (handle.info.projectionDim !== nEmbd) {
+    binding.freeVisionContext(handle);
+    throw new LeanVisionError(
+      "MMPROJ_MISMATCH",
+      `${mmprojPath} projects to ${handle.info.projectionDim} dimensions but the language model's embeddings have ${nEmbd}; ` +
+        `use the mmproj made for this model`
+    );
+  }
+  return new LlamaVisionModel(binding, handle, llama, model, mmprojPath, reducer);
+}
+
+export class LlamaVisionModel {
+  readonly llama: Llama;
+  readonly model: LlamaModel;
+  readonly mmprojPath: string;
+  readonly info: VisionContextInfo;
+  private readonly binding: NativeBinding;
+  private readonly handle: VisionContextHandle;
+  private currentReducer: ReducerSpec;
+  private isDisposed = false;
+
+  /** @internal use loadVisionModel() */
+  constructor(binding: NativeBinding, handle: VisionContextHandle, llama: Llama, model: LlamaModel, mmprojPath: string, reducer: ReducerSpec) {
+    this.binding = binding;
+    this.handle = handle;
+    this.llama = llama;
+    this.model = model;
+    this.mmprojPath = mmprojPath;
+    this.info = handle.info;
+    this.currentReducer = reducer;
+  }
+
+  get reducer(): ReducerSpec {
+    return this.currentReducer;
+  }
+
+  set reducer(spec: ReducerSpec | string) {
+    this.currentReducer = toReducerSpec(spec);
+  }
+
+  get disposed(): boolean {
+    return this.isDisposed;
+  }
+
+  /** Size of one embedding row (the language model's n_embd). */
+  get nEmbd(): number {
+    return this.info.projectionDim;
+  }
+
+  /** The native injection entry point (inject.cpp), for VisionChatSession. */
+  get decodeEmbeddings(): NonNullable<NativeBinding["decodeEmbeddings"]> {
+    if (!this.binding.decodeEmbeddings) {
+      throw new LeanVisionError("NATIVE_BUILD", "the native addon was built without inject.cpp; rebuild it: node packages/llama-adapter/scripts/build-native.mjs");
+    }
+    return this.binding.decodeEmbeddings;
+  }
+
+  /** Encodes an image with the current reducer into embeddings for the language model. */
+  async encodeImage(image: ImageInput): Promise<EncodedImage> {
+    this.assertUsable();
+    const spec = this.currentReducer;
+    const t0 = performance.now();
+    const rgb = await decodeImage(image);
+    // Attention and keys are only needed by VisionZip; other reducers skip copying them.
+    const capture = spec.kind === "visionzip" || spec.kind === "visionzip-adaptive";
+    const native = await this.call(() => this.binding.encode(this.handle, rgb.data, rgb.width, rgb.height, { capture }));
+    const features = toVisionFeatures(native);
+    const t1 = performance.now();
+    const reduced = spec.kind === "none" ? stockSelection(features, native.projectorRows) : reduce(features, spec);
+    const t2 = performance.now();
+    const embeddings = await this.call(() => this.binding.project(this.handle, reduced.hidden, reduced.numTokens));
+    const t3 = performance.now();
+    return {
+      width: rgb.width,
+      height: rgb.height,
+      features,
+      reduced,
+      embeddings,
+      nEmbd: this.nEmbd,
+      timings: { encodeMs: t1 - t0, reduceMs: t2 - t1, projectMs: t3 - t2 }
+    };
+  }
+
+  /**
+   * llama.cpp's own mtmd output for the image (no capture, its own projector in the same graph):
+   * the reference the `none` reducer must match, and the baseline for the cost of capture.
+   */
+  async encodeImageStock(image: ImageInput): Promise<{ embeddings: Float32Array; numTokens: number; encodeMs: number }> {
+    this.assertUsable();
+    const rgb = await decodeImage(image);
+    const t0 = performance.now();
+    const embeddings = await this.call(() => this.binding.encodeStock(this.handle, rgb.data, rgb.width, rgb.height));
+    return { embeddings, numTokens: embeddings.length / this.nEmbd, encodeMs: performance.now() - t0 };
+  }
+
+  /** Frees the native vision context (waits for an encode in flight). Idempotent. */
+  dispose(): void {
+    if (this.isDisposed) return;
+    this.isDisposed = true;
+    this.binding.freeVisionContext(this.handle);
+  }
+
+  private assertUsable(): void {
+    if (this.isDisposed) throw new LeanVisionError("DISPOSED", "this vision model is disposed; load it again with loadVisionModel()");
+    if (this.model.disposed) throw new LeanVisionError("DISPOSED", "the language model of this vision model is disposed");
+  }
+
+  private async call<T>(fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (err) {
+      throw toLeanVisionError(err);
+    }
+  }
+}
+
+function toReducerSpec(spec: ReducerSpec | string): ReducerSpec {
+  if (typeof spec === "string") return parseReducerSpec(spec);
+  // Round-trip through the text form: validates the kind and its parameters the same way.
+  if (spec == null || typeof spec !== "object") throw new LeanVisionError("INVALID_SPEC", `reducer must be a ReducerSpec or a string (got ${String(spec)})`);
+  return parseReducerSpec(formatReducerSpec(spec));
+}
+
+function toVisionFeatures(n: NativeVisionFeatures): VisionFeatures {
+  const f: VisionFeatures = {
+    hidden: n.hidden,
+    numTokens: n.numTokens,
+    dim: n.dim,
+    grid: { rows: n.gridRows, cols: n.gridCols },
+    clsIndex: n.clsIndex
+  };
+  if (n.attention) Object.assign(f, { attention: n.attention, heads: n.heads, keys: n.keys, keyDim: n.keyDim });
+  return f;
+}
+
+/**
+ * The `none` reducer: exactly the rows llama.cpp's llava graph feeds its projector, so the embeddings
+ * equal mtmd's own. For a CLS model that graph appends CLS after the patches yet selects rows
+ * 1..numTokens-1, i.e. it drops patch 0 and feeds CLS last; provenance records that as it is.
+ */
+function stockSelection(f: VisionFeatures, rows: Int32Array): ReducedTokens {
+  const hidden = new Float32Array(rows.length * f.dim);
+  const provenance: TokenProvenance[] = [];
+  rows.forEach((row, i) => {
+    hidden.set(f.hidden.subarray(row * f.dim, (row + 1) * f.dim), i * f.dim);
+    provenance.push({ kind: row === f.clsIndex ? "cls" : "patch", sources: Int32Array.of(row) });
+  });
+  return { hidden, numTokens: rows.length, dim: f.dim, provenance };
+}
+
+/** Decodes any supported input to packed RGB. Bad input → IMAGE_DECODE / INVALID_INPUT. */
+export async function decodeImage(image: ImageInput): Promise<RawRgbImage> {
+  if (image != null && typeof image === "object" && !(image instanceof Uint8Array)) {
+    const { data, width, height } = image as RawRgbImage;
+    if (!(data instanceof Uint8Array) || !Number.isInteger(width) || !Number.isInteger(height) || width < 1 || height < 1) {
+      throw new LeanVisionError("INVALID_INPUT", "a raw image must be { data: Uint8Array, width, height } with positive integer sizes");
+    }
+    if (data.length !== width * height * 3) {
+      throw new LeanVisionError("INVALID_INPUT", `raw RGB image ${width}x${height} needs ${width * height * 3} bytes, got ${data.length}`);
+    }
+    return { data, width, height };
+  }
+  if (typeof image === "string") {
+    if (!existsSync(image) || !statSync(image).isFile()) throw new LeanVisionError("INVALID_INPUT", `image file not found: ${image}`);
+  } else if (!(image instanceof Uint8Array)) {
+    throw new LeanVisionError("INVALID_INPUT", "an image must be a file path, a Buffer/Uint8Array of an encoded image, or { data, width, height } raw RGB");
+  } else if (image.length === 0) {
+    throw new LeanVisionError("IMAGE_DECODE", "the image buffer is empty");
+  }
+  try {
+    // Like llama.cpp's own loader (stb_image, 3 channels): alpha dropped, EXIF orientation not applied.
+    const { data, info } = await sharp(image).toColourspace("srgb").removeAlpha().raw().toBuffer({ resolveWithObject: true });
+    if (info.channels !== 3) throw new Error(`decoded to ${info.channels} channels`);
+    return { data: new Uint8Array(data.buffer, data.byteOffset, data.length), width: info.width, height: info.height };
+  } catch (err) {
+    const what = typeof image === "string" ? image : `the ${image.length}-byte buffer`;
+    throw new LeanVisionError("IMAGE_DECODE", `cannot decode ${what} as an image (${(err as Error).message}); pass a JPEG, PNG, WebP, GIF, TIFF, AVIF or SVG image`, { cause: err });
+  }
+}
