@@ -1,0 +1,187 @@
+// withLeanVision on the tiny synthetic LLaVA: the split graphs reproduce the stock encoder, reducers
+// change how many image embeddings reach the decoder, generate keeps working, dispose undoes it all.
+import { RawImage } from "@huggingface/transformers";
+import { LeanVisionError } from "@leanvision/core";
+import { readFileSync } from "node:fs";
+import path from "node:path";
+import onnxProto from "onnx-proto";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { splitVisionEncoder, withLeanVision, type LeanVisionLlava } from "../src/index.js";
+import { caught, loadTiny, newTokens, PROMPT, testPicture, type Loaded } from "./helpers.js";
+
+const { onnx } = onnxProto;
+const IMAGE_TOKEN = 32000n;
+let stock: Loaded;
+let wrapped: Loaded;
+let lean: LeanVisionLlava;
+const picture = testPicture(320, 240, 2);
+const image = new RawImage(new Uint8ClampedArray(picture.data), picture.width, picture.height, 3);
+
+const imageTokens = (inputs: Record<string, unknown>) =>
+  ((inputs.input_ids as any).tolist()[0] as bigint[]).filter((t) => t === IMAGE_TOKEN).length;
+
+async function greedy(l: Loaded, maxNewTokens = 12) {
+  const inputs = await l.processor._call(image, PROMPT);
+  const out = await l.model.generate({ ...inputs, max_new_tokens: maxNewTokens, do_sample: false });
+  return { inputs, tokens: newTokens(out, (inputs.input_ids as any).dims[1]) };
+}
+
+beforeAll(async () => {
+  stock = await loadTiny();
+  wrapped = await loadTiny();
+  lean = await withLeanVision({ ...wrapped, modelPath: wrapped.dir, reducer: "none" });
+});
+afterAll(async () => {
+  await lean?.dispose();
+});
+
+describe("splitting the vision encoder", () => {
+  it("finds the feature layer (the last of the layers run), its keys and the CLS slice by graph structure", () => {
+    expect(lean.split.found).toEqual({
+      softmax: "/vision_tower/vision_model/encoder/layers.1/self_attn/Softmax",
+      keyProjection: "/vision_tower/vision_model/encoder/layers.1/self_attn/k_proj/Add",
+      clsSlice: "/Slice",
+      attentionLayers: 2
+    });
+  });
+
+  const encoder = () => onnx.ModelProto.decode(readFileSync(path.join(stock.dir, "onnx", "vision_encoder.onnx")));
+  const reencode = (m: ReturnType<typeof encoder>) => onnx.ModelProto.encode(m).finish();
+
+  it.each([
+    ["a file that is not ONNX", () => new TextEncoder().encode("not an onnx model at all"), /not a readable ONNX model/],
+    ["a graph without image_features", () => readFileSync(path.join(stock.dir, "onnx", "embed_tokens.onnx")), /outputs \[inputs_embeds\], expected "image_features"/],
+    [
+      "fused attention",
+      () => {
+        const m = encoder();
+        m.graph!.node!.find((n) => n.opType === "Softmax")!.opType = "MultiHeadAttention";
+        return reencode(m);
+      },
+      /fused attention \(MultiHeadAttention/
+    ],
+    [
+      "no CLS-dropping Slice",
+      () => {
+        const m = encoder();
+        m.graph!.node!.find((n) => n.opType === "Slice")!.opType = "Identity";
+        return reencode(m);
+      },
+      /found no Slice between the feature layer's attention/
+    ]
+  ])("rejects %s with UNSUPPORTED_MODEL saying what it found", (_, bytes, message) => {
+    const err = (() => {
+      try {
+        splitVisionEncoder(bytes());
+      } catch (e) {
+        return e as LeanVisionError;
+      }
+    })();
+    expect(err).toBeInstanceOf(LeanVisionError);
+    expect(err!.code).toBe("UNSUPPORTED_MODEL");
+    expect(err!.message).toMatch(message);
+  });
+});
+
+describe("withLeanVision", () => {
+  it("reducer none: same image features and exactly the same greedy generation as stock transformers.js", async () => {
+    lean.reducer = "none";
+    const s = await greedy(stock);
+    const w = await greedy(wrapped);
+    expect(imageTokens(w.inputs)).toBe(256);
+    expect(w.tokens).toEqual(s.tokens);
+
+    const stockFeatures = await stock.model.encode_image({ pixel_values: s.inputs.pixel_values as any });
+    const leanFeatures = await wrapped.model.encode_image({ pixel_values: w.inputs.pixel_values as any });
+    expect(leanFeatures.dims).toEqual(stockFeatures.dims);
+    const a = stockFeatures.data as Float32Array;
+    const b = leanFeatures.data as Float32Array;
+    let maxDiff = 0;
+    for (let i = 0; i < a.length; i++) maxDiff = Math.max(maxDiff, Math.abs(a[i] - b[i]));
+    expect(maxDiff).toBeLessThan(1e-5);
+  });
+
+  it("visionZip 54+10: exactly 64 image embeddings are merged and generate runs", async () => {
+    lean.reducer = { kind: "visionzip", dominant: 54, contextual: 10 };
+    const { inputs, tokens } = await greedy(wrapped, 10);
+    expect(imageTokens(inputs)).toBe(64);
+    expect(tokens).toHaveLength(10);
+
+    const features = await wrapped.model.encode_image({ pixel_values: inputs.pixel_values as any });
+    expect(features.dims).toEqual([1, 64, 64]);
+    const kinds = lean.lastImages[0].reduced.provenance.map((p) => p.kind);
+    expect(kinds.filter((k) => k === "cls")).toHaveLength(1);
+    expect(kinds.filter((k) => k === "dominant")).toHaveLength(53);
+    expect(kinds.filter((k) => k === "contextual")).toHaveLength(10);
+    expect(lean.lastTimings.projectMs).toBeGreaterThan(0);
+  });
+
+  it("a kept patch is projected exactly as the stock encoder projects it (the projector runs per token)", async () => {
+    lean.reducer = { kind: "visionzip", dominant: 54, contextual: 10 };
+    const inputs = await stock.processor._call(image, PROMPT);
+    const stockFeatures = (await stock.model.encode_image({ pixel_values: inputs.pixel_values as any })).data as Float32Array;
+    const leanFeatures = (await wrapped.model.encode_image({ pixel_values: inputs.pixel_values as any })).data as Float32Array;
+    const dim = 64;
+    const provenance = lean.lastImages[0].reduced.provenance;
+    let compared = 0;
+    provenance.forEach((p, row) => {
+      if (p.kind !== "dominant") return;
+      const patch = p.sources[0] - 1; // token index -> patch index (CLS is token 0)
+      for (let d = 0; d < dim; d++) expect(leanFeatures[row * dim + d]).toBeCloseTo(stockFeatures[patch * dim + d], 4);
+      compared++;
+    });
+    expect(compared).toBe(53);
+  });
+
+  it.each([
+    ["pool:stride=2", 64],
+    ["regionpack:scale=2", 64],
+    ["visionzip:dominant=108,contextual=20", 128]
+  ])("%s: the processor expands <image> to %i tokens and generate runs", async (spec, count) => {
+    lean.reducer = spec;
+    const { inputs, tokens } = await greedy(wrapped, 4);
+    expect(imageTokens(inputs)).toBe(count);
+    expect(tokens).toHaveLength(4);
+  });
+
+  it("rejects a budget larger than the image with a typed error", async () => {
+    lean.reducer = { kind: "visionzip", dominant: 300, contextual: 10 };
+    const err = await caught(wrapped.processor._call(image, PROMPT));
+    expect(err).toBeInstanceOf(LeanVisionError);
+    expect(err.message).toMatch(/dominant/);
+    lean.reducer = "none";
+  });
+
+  it("rejects bad options with typed errors", async () => {
+    for (const [options, code] of [
+      [{ ...wrapped, modelPath: undefined }, "INVALID_INPUT"],
+      [{ ...wrapped, modelPath: "/nonexistent/model" }, "INVALID_INPUT"],
+      [{ ...wrapped, modelPath: wrapped.dir, reducer: "zip:9" }, "INVALID_SPEC"],
+      [{ ...wrapped, modelPath: wrapped.dir, reducer: { kind: "shrink" } }, "INVALID_SPEC"],
+      [{ model: {}, processor: wrapped.processor, modelPath: wrapped.dir }, "INVALID_INPUT"]
+    ] as const) {
+      const err = await caught(withLeanVision(options as any));
+      expect(err, JSON.stringify(options.reducer ?? options.modelPath)).toBeInstanceOf(LeanVisionError);
+      expect(err.code).toBe(code);
+    }
+    expect(() => (lean.reducer = "visionzip:dominant=many")).toThrow(LeanVisionError);
+  });
+
+  it("rejects a text whose <image> count does not match the images", async () => {
+    const err = await caught(wrapped.processor._call(image, "USER: no image token here ASSISTANT:"));
+    expect(err).toBeInstanceOf(LeanVisionError);
+    expect(err.code).toBe("INVALID_INPUT");
+  });
+
+  it("dispose puts the stock encoder and processor back", async () => {
+    const other = await loadTiny();
+    const temp = await withLeanVision({ ...other, modelPath: other.dir, reducer: "pool:stride=2" });
+    expect(imageTokens(await other.processor._call(image, PROMPT))).toBe(64);
+    await temp.dispose();
+    const after = await greedy(other);
+    expect(imageTokens(after.inputs)).toBe(256);
+    expect(after.tokens).toEqual((await greedy(stock)).tokens);
+    const err = await caught(temp.encodeImage(after.inputs.pixel_values as any));
+    expect(err.code).toBe("DISPOSED");
+  });
+});
