@@ -1,0 +1,189 @@
+// The vision stage on the synthetic "tiny" LLaVA pair (CLIP, CLS, 24x24 patches): real mtmd encode
+// with capture, core reducers, native projector, typed errors.
+import { readFileSync, mkdtempSync, writeFileSync, rmSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { getLlama, type Llama, type LlamaModel } from "node-llama-cpp";
+import { LeanVisionError } from "@leanvision/core";
+import { GGUF_PROFILES, ensureLlavaGguf, mmprojFile, sampleImagePath, writeGguf } from "../../testkit/src/gguf/index.js";
+import { loadVisionModel, type LlamaVisionModel } from "../src/vision-model.js";
+
+let llama: Llama;
+let model: LlamaModel;
+let vision: LlamaVisionModel;
+let mmprojPath: string;
+const image = sampleImagePath();
+
+beforeAll(async () => {
+  const pair = await ensureLlavaGguf("tiny");
+  mmprojPath = pair.mmprojPath;
+  llama = await getLlama({ gpu: false });
+  model = await llama.loadModel({ modelPath: pair.modelPath });
+  vision = await loadVisionModel({ llama, model, mmprojPath, reducer: "none" });
+});
+
+afterAll(async () => {
+  vision?.dispose();
+  await model?.dispose();
+});
+
+async function expectCode(promise: Promise<unknown> | (() => unknown), code: string): Promise<LeanVisionError> {
+  let error: unknown;
+  try {
+    await (typeof promise === "function" ? promise() : promise);
+  } catch (err) {
+    error = err;
+  }
+  expect(error).toBeInstanceOf(LeanVisionError);
+  expect((error as LeanVisionError).code).toBe(code);
+  return error as LeanVisionError;
+}
+
+function maxAbsDiff(a: Float32Array, b: Float32Array): number {
+  let max = 0;
+  for (let i = 0; i < a.length; i++) max = Math.max(max, Math.abs(a[i] - b[i]));
+  return max;
+}
+
+describe("tiny CLIP mmproj", () => {
+  it("reads the mmproj's shapes", () => {
+    expect(vision.info).toMatchObject({ projectorType: "mlp", imageSize: 336, patchSize: 14, hiddenDim: 128, heads: 4,
+      projectionDim: 256, hasCls: true, gridRows: 24, gridCols: 24, layers: 3, featureLayerIndex: 2 });
+    expect(vision.nEmbd).toBe(model.embeddingVectorSize);
+  });
+
+  it("none: the embeddings equal mtmd's own output for the same image", async () => {
+    vision.reducer = "none";
+    const ours = await vision.encodeImage(image);
+    const stock = await vision.encodeImageStock(image);
+    expect(stock.numTokens).toBe(576);
+    expect(ours.reduced.numTokens).toBe(576);
+    expect(ours.embeddings.length).toBe(576 * 256);
+    expect(maxAbsDiff(ours.embeddings, stock.embeddings)).toBeLessThan(1e-4);
+    // llama.cpp's llava graph appends CLS after the 576 patches and feeds rows 1..576 to its projector.
+    expect(ours.features.numTokens).toBe(577);
+    expect(ours.features.clsIndex).toBe(576);
+    expect(ours.reduced.provenance.at(-1)).toMatchObject({ kind: "cls" });
+    expect(Array.from(ours.reduced.provenance[0].sources)).toEqual([1]);
+  });
+
+  it("captures the feature layer's attention (rows are distributions) and head-averaged keys", async () => {
+    vision.reducer = "visionzip:dominant=54,contextual=10";
+    const { features: f } = await vision.encodeImage(image);
+    expect(f.heads).toBe(4);
+    expect(f.attention!.length).toBe(4 * 577 * 577);
+    expect(f.keyDim).toBe(32);
+    expect(f.keys!.length).toBe(577 * 32);
+    for (const row of [0, 300, 576]) {
+      let sum = 0;
+      for (let k = 0; k < 577; k++) sum += f.attention![(3 * 577 + row) * 577 + k];
+      expect(sum).toBeCloseTo(1, 4);
+    }
+  });
+
+  it("visionzip 54+10 yields exactly 64 embeddings of the model's n_embd", async () => {
+    vision.reducer = { kind: "visionzip", dominant: 54, contextual: 10 };
+    const out = await vision.encodeImage(image);
+    expect(out.reduced.numTokens).toBe(64);
+    expect(out.embeddings.length).toBe(64 * model.embeddingVectorSize);
+    expect(out.reduced.provenance.filter((p) => p.kind === "cls")).toHaveLength(1);
+    expect(out.reduced.provenance.filter((p) => p.kind === "contextual")).toHaveLength(10);
+    expect(out.embeddings.every(Number.isFinite)).toBe(true);
+  });
+
+  it("projects kept tokens exactly as mtmd's projector does (same rows, same embeddings)", async () => {
+    vision.reducer = "visionzip:dominant=54,contextual=0";
+    const out = await vision.encodeImage(image);
+    const stock = await vision.encodeImageStock(image);
+    // mtmd's output row j is feature row j+1; a kept patch p > 0 must match stock row p-1.
+    out.reduced.provenance.forEach((p, i) => {
+      const row = p.sources[0];
+      if (p.kind === "dominant" && row > 0) {
+        const ours = out.embeddings.subarray(i * 256, (i + 1) * 256);
+        const theirs = stock.embeddings.subarray((row - 1) * 256, row * 256);
+        expect(maxAbsDiff(ours, theirs)).toBeLessThan(1e-4);
+      }
+    });
+  });
+
+  it("pool:2 gives a 12x12 grid of tokens", async () => {
+    vision.reducer = "pool:stride=2";
+    const out = await vision.encodeImage(image);
+    expect(out.reduced.numTokens).toBe(144);
+    expect(out.embeddings.length).toBe(144 * 256);
+  });
+
+  it("accepts a path, an encoded Buffer and raw RGB alike", async () => {
+    vision.reducer = "none";
+    const fromPath = await vision.encodeImage(image);
+    const fromBuffer = await vision.encodeImage(readFileSync(image));
+    expect(maxAbsDiff(fromPath.embeddings, fromBuffer.embeddings)).toBe(0);
+    const raw = { data: new Uint8Array(64 * 48 * 3).map((_, i) => (i * 7) % 256), width: 64, height: 48 };
+    const fromRaw = await vision.encodeImage(raw);
+    expect(fromRaw.width).toBe(64);
+    expect(fromRaw.embeddings.length).toBe(576 * 256);
+  });
+
+  it("corrupt image → IMAGE_DECODE, and the model keeps working", async () => {
+    await expectCode(vision.encodeImage(Buffer.from("definitely not an image")), "IMAGE_DECODE");
+    const truncated = readFileSync(image).subarray(0, 300);
+    await expectCode(vision.encodeImage(truncated), "IMAGE_DECODE");
+    await expectCode(vision.encodeImage({ data: new Uint8Array(10), width: 4, height: 4 }), "INVALID_INPUT");
+    await expectCode(vision.encodeImage("/nonexistent/image.png"), "INVALID_INPUT");
+    vision.reducer = "none";
+    expect((await vision.encodeImage(image)).reduced.numTokens).toBe(576);
+  });
+
+  it("a reducer budget over the token count is a typed error", async () => {
+    vision.reducer = { kind: "visionzip", dominant: 600, contextual: 10 };
+    const err = await expectCode(vision.encodeImage(image), "INVALID_OPTIONS");
+    expect(err.message).toMatch(/dominant/);
+    vision.reducer = "none";
+  });
+});
+
+describe("loading", () => {
+  it("an mmproj whose projection size differs from the model's n_embd → MMPROJ_MISMATCH", async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), "lv-mismatch-"));
+    try {
+      const tiny = GGUF_PROFILES.tiny;
+      const wrong = path.join(dir, "mmproj-512.gguf");
+      await writeGguf(wrong, mmprojFile({ ...tiny, lm: { ...tiny.lm, nEmbd: 512 } }));
+      const err = await expectCode(loadVisionModel({ llama, model, mmprojPath: wrong }), "MMPROJ_MISMATCH");
+      expect(err.message).toMatch(/512.*256/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("rejects files that are not a vision mmproj before llama.cpp reads them", async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), "lv-bad-"));
+    try {
+      const notGguf = path.join(dir, "x.gguf");
+      writeFileSync(notGguf, "hello");
+      await expectCode(loadVisionModel({ llama, model, mmprojPath: notGguf }), "INVALID_INPUT");
+      const truncated = path.join(dir, "t.gguf");
+      writeFileSync(truncated, readFileSync(mmprojPath).subarray(0, 4096));
+      await expectCode(loadVisionModel({ llama, model, mmprojPath: truncated }), "INVALID_INPUT");
+      const lm = (await ensureLlavaGguf("tiny")).modelPath;
+      const err = await expectCode(loadVisionModel({ llama, model, mmprojPath: lm }), "INVALID_INPUT");
+      expect(err.message).toMatch(/not a vision mmproj/);
+      await expectCode(loadVisionModel({ llama, model, mmprojPath: path.join(dir, "missing.gguf") }), "INVALID_INPUT");
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("an unknown reducer is a typed error at load", async () => {
+    await expectCode(loadVisionModel({ llama, model, mmprojPath, reducer: "zipzap:3" }), "INVALID_SPEC");
+  });
+
+  it("use after dispose → DISPOSED", async () => {
+    const v = await loadVisionModel({ llama, model, mmprojPath });
+    v.dispose();
+    v.dispose();
+    await expectCode(v.encodeImage(image), "DISPOSED");
+    await expectCode(v.encodeImageStock(image), "DISPOSED");
+  });
+});
