@@ -71,7 +71,7 @@ export class TransformersVisionChat {
    */
   async prompt(text: string, options: PromptOptions = {}): Promise<string> {
     if (this.disposed) throw new LeanVisionError("DISPOSED", "this chat was disposed; start a new TransformersVisionChat");
-    this.lean.assertLive();
+    this.lean.activate(); // also throws DISPOSED for a disposed wrapper
     if (typeof text !== "string") throw new LeanVisionError("INVALID_INPUT", "prompt(text) needs a string");
     if (this.busy) throw new LeanVisionError("INVALID_INPUT", "a prompt is already running on this chat; await it first");
     const { images = [], maxTokens = 256, temperature = 0, seed, onTextChunk, signal } = options;

@@ -86,27 +86,58 @@ export interface DecoderCall {
   past: number;
 }
 
+/**
+ * What withLeanVision installs on one model, shared by every wrapper of that model: the split
+ * sessions and the hooks. The hooks route to the `active` wrapper (the newest, or the one a chat
+ * last prompted through), so several reducers can share one loaded model.
+ */
+interface Installation {
+  model: LlavaLikeModel;
+  processor: LlavaLikeProcessor;
+  features: OrtSession;
+  projector: OrtSession;
+  split: Pick<VisionSplit, "names" | "found">;
+  members: Set<LeanVisionLlava>;
+  active: LeanVisionLlava | null;
+  restore: Array<() => void>;
+}
+
+const installations = new WeakMap<object, Installation>();
+
 export class LeanVisionLlava {
-  /** Images and timings of the most recent encode_image call. */
+  /** Images and timings of the most recent encode_image call through this wrapper. */
   lastImages: EncodedImage[] = [];
   lastTimings: ImageEncodeTimings = { encodeMs: 0, reduceMs: 0, projectMs: 0 };
-  /** Every decoder run since the last clearDecoderCalls(); the chat helper reads prefill timings here. */
+  /** Every decoder run while this wrapper was active, since the last clearDecoderCalls(). */
   decoderCalls: DecoderCall[] = [];
 
   private spec: ReducerSpec;
   private disposed = false;
   private readonly prepared = new WeakMap<object, Prepared>();
-  private readonly restore: Array<() => void> = [];
 
+  /** Use withLeanVision(); the constructor is internal. */
   constructor(
-    readonly model: LlavaLikeModel,
-    readonly processor: LlavaLikeProcessor,
-    reducer: ReducerSpec,
-    private readonly features: OrtSession,
-    private readonly projector: OrtSession,
-    readonly split: Pick<VisionSplit, "names" | "found">
+    private readonly installation: Installation,
+    reducer: ReducerSpec
   ) {
     this.spec = reducer;
+  }
+
+  get model(): LlavaLikeModel {
+    return this.installation.model;
+  }
+  get processor(): LlavaLikeProcessor {
+    return this.installation.processor;
+  }
+  /** What the graph split found in vision_encoder.onnx. */
+  get split(): Pick<VisionSplit, "names" | "found"> {
+    return this.installation.split;
+  }
+
+  /** Routes the model's hooks (processor, encode_image, decoder timings) to this wrapper's reducer. */
+  activate(): void {
+    this.assertLive();
+    this.installation.active = this;
   }
 
   get reducer(): ReducerSpec {
@@ -131,7 +162,8 @@ export class LeanVisionLlava {
     const rows = Math.floor(height / patch);
     const cols = Math.floor(width / patch);
     let t0 = performance.now();
-    const out = await this.features.run({ [this.features.inputNames[0]]: pixelValues.ort_tensor });
+    const { features } = this.installation;
+    const out = await features.run({ [features.inputNames[0]]: pixelValues.ort_tensor });
     const encodeMs = performance.now() - t0;
     const hidden = out[this.split.names.hidden];
     const attention = out[this.split.names.attention];
@@ -179,9 +211,10 @@ export class LeanVisionLlava {
       offset += im.reduced.hidden.length;
     }
     const t0 = performance.now();
-    const out = await this.projector.run({ [this.split.names.projectorInput]: new Tensor("float32", kept, [1, total, dim]).ort_tensor });
+    const { projector } = this.installation;
+    const out = await projector.run({ [this.split.names.projectorInput]: new Tensor("float32", kept, [1, total, dim]).ort_tensor });
     const projectMs = performance.now() - t0;
-    const projected = out[this.projector.outputNames[0]];
+    const projected = out[projector.outputNames[0]];
     this.lastImages = prepared.images;
     this.lastTimings = { encodeMs: prepared.encodeMs, reduceMs: prepared.reduceMs, projectMs };
     return new Tensor("float32", projected.data as Float32Array, [...projected.dims]);
@@ -191,50 +224,62 @@ export class LeanVisionLlava {
     this.decoderCalls = [];
   }
 
-  /** Puts the model and processor back as they were and releases the split sessions. */
+  /**
+   * Detaches this wrapper. When it was the model's last one, the model and processor are put back
+   * exactly as they were and the split sessions are released.
+   */
   async dispose(): Promise<void> {
     if (this.disposed) return;
     this.disposed = true;
-    for (const undo of this.restore.reverse()) undo();
-    await Promise.all([this.features.release?.(), this.projector.release?.()]);
+    const inst = this.installation;
+    inst.members.delete(this);
+    if (inst.active === this) inst.active = [...inst.members].pop() ?? null;
+    if (inst.members.size) return;
+    installations.delete(inst.model);
+    for (const undo of inst.restore.reverse()) undo();
+    await Promise.all([inst.features.release?.(), inst.projector.release?.()]);
   }
 
   assertLive(): void {
     if (this.disposed) throw new LeanVisionError("DISPOSED", "this LeanVision model was disposed; wrap the model again with withLeanVision()");
   }
+}
 
-  /** Installs the hooks; undone by dispose(). */
-  install(): void {
-    const { model, processor } = this;
-    const imageToken = processor.config.image_token ?? "<image>";
+/** Hooks the processor, encode_image and the decoder session once per model; undone when the last wrapper is disposed. */
+function install(inst: Installation): void {
+  const { model, processor } = inst;
+  const imageToken = processor.config.image_token ?? "<image>";
+  const active = () => {
+    if (!inst.active) throw new LeanVisionError("DISPOSED", "every LeanVision wrapper of this model was disposed");
+    return inst.active;
+  };
 
-    const originalCall = Object.getOwnPropertyDescriptor(processor, "_call");
-    processor._call = async (images, text = null, kwargs = {}) => {
-      const imageInputs = await processor.image_processor(images, kwargs);
-      if (!text) return { ...imageInputs };
-      const prepared = await this.prepareImages(imageInputs.pixel_values);
-      const texts = expandImageTokens(Array.isArray(text) ? text : [text], imageToken, prepared.images.map((im) => im.reduced.numTokens));
-      return { ...imageInputs, ...processor.tokenizer(texts, kwargs) };
-    };
-    this.restore.push(() => restoreProperty(processor, "_call", originalCall));
+  const originalCall = Object.getOwnPropertyDescriptor(processor, "_call");
+  processor._call = async (images, text = null, kwargs = {}) => {
+    const imageInputs = await processor.image_processor(images, kwargs);
+    if (!text) return { ...imageInputs };
+    const prepared = await active().prepareImages(imageInputs.pixel_values);
+    const texts = expandImageTokens(Array.isArray(text) ? text : [text], imageToken, prepared.images.map((im) => im.reduced.numTokens));
+    return { ...imageInputs, ...processor.tokenizer(texts, kwargs) };
+  };
+  inst.restore.push(() => restoreProperty(processor, "_call", originalCall));
 
-    const originalEncode = Object.getOwnPropertyDescriptor(model, "encode_image");
-    model.encode_image = async ({ pixel_values }) => this.encodeImage(pixel_values);
-    this.restore.push(() => restoreProperty(model, "encode_image", originalEncode));
+  const originalEncode = Object.getOwnPropertyDescriptor(model, "encode_image");
+  model.encode_image = async ({ pixel_values }) => active().encodeImage(pixel_values);
+  inst.restore.push(() => restoreProperty(model, "encode_image", originalEncode));
 
-    const decoder = model.sessions.decoder_model_merged;
-    const originalRun = Object.getOwnPropertyDescriptor(decoder, "run");
-    const run = decoder.run.bind(decoder);
-    decoder.run = async (feeds, ...rest) => {
-      const t0 = performance.now();
-      const out = await run(feeds, ...rest);
-      const embeds = feeds.inputs_embeds as OrtTensor | undefined;
-      const past = Object.entries(feeds).find(([k]) => k.startsWith("past_key_values."))?.[1] as OrtTensor | undefined;
-      this.decoderCalls.push({ ms: performance.now() - t0, tokens: embeds?.dims[1] ?? 0, past: past?.dims[2] ?? 0 });
-      return out;
-    };
-    this.restore.push(() => restoreProperty(decoder, "run", originalRun));
-  }
+  const decoder = model.sessions.decoder_model_merged;
+  const originalRun = Object.getOwnPropertyDescriptor(decoder, "run");
+  const run = decoder.run.bind(decoder);
+  decoder.run = async (feeds, ...rest) => {
+    const t0 = performance.now();
+    const out = await run(feeds, ...rest);
+    const embeds = feeds.inputs_embeds as OrtTensor | undefined;
+    const past = Object.entries(feeds).find(([k]) => k.startsWith("past_key_values."))?.[1] as OrtTensor | undefined;
+    inst.active?.decoderCalls.push({ ms: performance.now() - t0, tokens: embeds?.dims[1] ?? 0, past: past?.dims[2] ?? 0 });
+    return out;
+  };
+  inst.restore.push(() => restoreProperty(decoder, "run", originalRun));
 }
 
 /**
@@ -258,6 +303,14 @@ export async function withLeanVision(options: WithLeanVisionOptions): Promise<Le
       `expected vision_encoder, embed_tokens and decoder_model_merged sessions; found ${Object.keys(model.sessions).join(", ") || "none"}`
     );
   }
+  const existing = installations.get(model);
+  if (existing) {
+    // Another reducer over the same loaded model: share the split sessions and hooks.
+    if (existing.processor !== processor) {
+      throw new LeanVisionError("INVALID_INPUT", "this model is already wrapped with another processor; pass the same processor to every withLeanVision call");
+    }
+    return join(existing, spec);
+  }
   const encoderPath = visionEncoderPath(options.modelPath);
   const split = loadSplit(encoderPath, options.cacheDir);
   const Session = (vision as unknown as { constructor: OrtSessionClass }).constructor;
@@ -265,8 +318,16 @@ export async function withLeanVision(options: WithLeanVisionOptions): Promise<Le
     throw new LeanVisionError("UNSUPPORTED_MODEL", "the vision_encoder session is not an onnxruntime InferenceSession");
   }
   const [features, projector] = await Promise.all([Session.create(split.featuresPath), Session.create(split.projectorPath)]);
-  const lean = new LeanVisionLlava(model, processor, spec, features, projector, split);
-  lean.install();
+  const inst: Installation = { model, processor, features, projector, split, members: new Set(), active: null, restore: [] };
+  install(inst);
+  installations.set(model, inst);
+  return join(inst, spec);
+}
+
+function join(inst: Installation, spec: ReducerSpec): LeanVisionLlava {
+  const lean = new LeanVisionLlava(inst, spec);
+  inst.members.add(lean);
+  inst.active = lean;
   return lean;
 }
 

@@ -153,9 +153,11 @@ describe("withLeanVision", () => {
   });
 
   it("rejects bad options with typed errors", async () => {
+    const fresh = await loadTiny();
     for (const [options, code] of [
-      [{ ...wrapped, modelPath: undefined }, "INVALID_INPUT"],
-      [{ ...wrapped, modelPath: "/nonexistent/model" }, "INVALID_INPUT"],
+      [{ ...fresh, modelPath: undefined }, "INVALID_INPUT"],
+      [{ ...fresh, modelPath: "/nonexistent/model" }, "INVALID_INPUT"],
+      [{ ...wrapped, processor: fresh.processor }, "INVALID_INPUT"],
       [{ ...wrapped, modelPath: wrapped.dir, reducer: "zip:9" }, "INVALID_SPEC"],
       [{ ...wrapped, modelPath: wrapped.dir, reducer: { kind: "shrink" } }, "INVALID_SPEC"],
       [{ model: {}, processor: wrapped.processor, modelPath: wrapped.dir }, "INVALID_INPUT"]
@@ -171,6 +173,23 @@ describe("withLeanVision", () => {
     const err = await caught(wrapped.processor._call(image, "USER: no image token here ASSISTANT:"));
     expect(err).toBeInstanceOf(LeanVisionError);
     expect(err.code).toBe("INVALID_INPUT");
+  });
+
+  it("several reducers can share one loaded model; chats route to their own reducer", async () => {
+    const other = await loadTiny();
+    const pooled = await withLeanVision({ ...other, modelPath: other.dir, reducer: "pool:stride=2" });
+    const zipped = await withLeanVision({ ...other, reducer: "visionzip:dominant=108,contextual=20" }); // modelPath only needed once
+    const { TransformersVisionChat } = await import("../src/index.js");
+    const a = new TransformersVisionChat({ lean: pooled });
+    const b = new TransformersVisionChat({ lean: zipped });
+    await b.prompt("one", { images: [picture], maxTokens: 2 });
+    await a.prompt("two", { images: [picture], maxTokens: 2 });
+    expect(b.lastTurn!.visualTokens).toBe(128);
+    expect(a.lastTurn!.visualTokens).toBe(64);
+    await zipped.dispose();
+    expect(imageTokens(await other.processor._call(image, PROMPT))).toBe(64); // still hooked for `pooled`
+    await pooled.dispose();
+    expect(imageTokens(await other.processor._call(image, PROMPT))).toBe(256);
   });
 
   it("dispose puts the stock encoder and processor back", async () => {
