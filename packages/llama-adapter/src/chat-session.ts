@@ -1,0 +1,266 @@
+// VisionChatSession: node-llama-cpp's LlamaChatSession with images. An image is encoded and reduced
+// by the vision model, its embeddings are registered with the sequence's injector, and the user
+// message carries a marker that renders as the image's placeholder tokens (see injection.ts). The
+// image precedes the text, as in LLaVA ("<image>\n<question>").
+import { formatReducerSpec, LeanVisionError } from "@leanvision/core";
+import type { TokenProvenance, TurnTimings } from "@leanvision/core";
+import { LlamaChatSession } from "node-llama-cpp";
+import type { ChatHistoryItem, LlamaChatSessionOptions, LlamaContextSequence, Token } from "node-llama-cpp";
+import { createInjectedImage, SequenceInjector } from "./injection.js";
+import type { DecodeEvent, InjectedImage } from "./injection.js";
+import type { ImageInput, LlamaVisionModel } from "./vision-model.js";
+
+export interface VisionChatSessionOptions {
+  contextSequence: LlamaContextSequence;
+  vision: LlamaVisionModel;
+  systemPrompt?: string;
+  /** Passed to LlamaChatSession; `"auto"` (its default) picks one from the model. */
+  chatWrapper?: LlamaChatSessionOptions["chatWrapper"];
+}
+
+export interface VisionPromptOptions {
+  images?: ImageInput[];
+  maxTokens?: number;
+  temperature?: number;
+  seed?: number;
+  onTextChunk?: (text: string) => void;
+  signal?: AbortSignal;
+}
+
+export interface VisionTurnImage {
+  width: number;
+  height: number;
+  grid: { rows: number; cols: number };
+  clsIndex: number | null;
+  provenance: TokenProvenance[];
+}
+
+export interface VisionTurn extends TurnTimings {
+  turn: number;
+  /** The reducer the images of this turn went through (formatReducerSpec form). */
+  reducer: string;
+  images: VisionTurnImage[];
+  /** Visual embeddings decoded this turn: this turn's images, plus earlier ones if they had to be re-injected. */
+  injectedTokens: number;
+}
+
+/**
+ * Context shift that never cuts inside a message: node-llama-cpp's default strategy truncates old
+ * messages by characters, which could split an image marker (the tokenizer then refuses it). This
+ * one drops whole turns, oldest first, keeping the first system message and the current turn, so an
+ * image leaves the context window whole or not at all.
+ */
+type ContextShiftStrategy = Extract<NonNullable<NonNullable<LlamaChatSessionOptions["contextShift"]>["strategy"]>, (...args: never[]) => unknown>;
+const dropOldestTurns: ContextShiftStrategy = ({ chatHistory, maxTokensCount, tokenizer, chatWrapper }) => {
+  const history = chatHistory.slice();
+  const first = history[0]?.type === "system" ? 1 : 0;
+  const fits = () => chatWrapper.generateContextState({ chatHistory: history }).contextText.tokenize(tokenizer).length <= maxTokensCount;
+  while (!fits()) {
+    let currentTurn = history.length - 1;
+    while (currentTurn >= 0 && history[currentTurn].type !== "user") currentTurn--;
+    if (currentTurn <= first) break; // nothing older left; node-llama-cpp's own strategy takes over
+    // One turn: the messages up to and including the next model response.
+    let end = first;
+    while (end < currentTurn - 1 && history[end].type !== "model") end++;
+    history.splice(first, end - first + 1);
+  }
+  return { chatHistory: history, metadata: null };
+};
+
+/** Collects the decode events of one prompt until its first token is sampled. */
+class TurnRecorder {
+  prefillStart: number | undefined;
+  prefillEnd: number | undefined;
+  reusedTokens: number | undefined;
+  evaluatedTokens = 0;
+  injectedTokens = 0;
+
+  constructor(readonly startedAt: number) {}
+
+  onDecode(event: DecodeEvent): void {
+    if (this.prefillEnd != null) return; // generation, not prompt evaluation
+    this.prefillStart ??= event.startedAt;
+    this.reusedTokens ??= event.startIndex;
+    this.evaluatedTokens += event.textTokens + event.visualTokens;
+    this.injectedTokens += event.visualTokens;
+    if (event.sampled) this.prefillEnd = event.endedAt;
+  }
+}
+
+export class VisionChatSession {
+  readonly vision: LlamaVisionModel;
+  private readonly chat: LlamaChatSession;
+  private readonly injector: SequenceInjector;
+  private readonly history: VisionTurn[] = [];
+  private recorder: TurnRecorder | undefined;
+  private queue: Promise<unknown> = Promise.resolve();
+  private isDisposed = false;
+
+  constructor({ contextSequence, vision, systemPrompt, chatWrapper }: VisionChatSessionOptions) {
+    if (contextSequence == null || vision == null) {
+      throw new LeanVisionError("INVALID_INPUT", "new VisionChatSession({ contextSequence, vision }) needs both a context sequence and a vision model");
+    }
+    if (contextSequence.model !== vision.model) {
+      throw new LeanVisionError("INVALID_INPUT", "the context sequence and the vision model were loaded for different models; use the same LlamaModel");
+    }
+    this.vision = vision;
+    this.injector = new SequenceInjector(contextSequence, vision.decodeEmbeddings, (event) => this.recorder?.onDecode(event));
+    this.chat = new LlamaChatSession({ contextSequence, systemPrompt, chatWrapper, contextShift: { strategy: dropOldestTurns } });
+  }
+
+  get sequence(): LlamaContextSequence {
+    return this.injector.sequence;
+  }
+
+  /** The last completed turn, or undefined before the first. */
+  get lastTurn(): VisionTurn | undefined {
+    return this.history.at(-1);
+  }
+
+  /** Every completed turn, oldest first. */
+  get turns(): readonly VisionTurn[] {
+    return this.history;
+  }
+
+  get disposed(): boolean {
+    return this.isDisposed;
+  }
+
+  /**
+   * The chat history as LlamaChatSession keeps it. A user message with images starts with one
+   * marker per image (private-use characters); it stays valid for setChatHistory in this process.
+   */
+  getChatHistory(): ChatHistoryItem[] {
+    this.ensureNotDisposed();
+    return this.chat.getChatHistory();
+  }
+
+  /** Replaces the history; images it references are re-injected where the KV cache cannot be reused. */
+  setChatHistory(history: ChatHistoryItem[]): void {
+    this.ensureNotDisposed();
+    this.chat.setChatHistory(history);
+  }
+
+  /** Asks the model; `images` go before the text. Streams through `onTextChunk`, like LlamaChatSession.prompt. */
+  prompt(text: string, options: VisionPromptOptions = {}): Promise<string> {
+    const run = this.queue.then(() => this.runPrompt(text, options));
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  dispose(): void {
+    if (this.isDisposed) return;
+    this.isDisposed = true;
+    this.chat.dispose();
+    this.injector.detach();
+  }
+
+  private async runPrompt(text: string, options: VisionPromptOptions): Promise<string> {
+    this.ensureNotDisposed();
+    const startedAt = performance.now();
+    if (typeof text !== "string") throw new LeanVisionError("INVALID_INPUT", "prompt(text) needs text as a string");
+    const imageInputs = options.images ?? [];
+    if (!Array.isArray(imageInputs)) throw new LeanVisionError("INVALID_INPUT", "options.images must be an array of images");
+
+    // Everything that can fail on bad input happens before anything is written to the chat or the KV cache.
+    const reducer = formatReducerSpec(this.vision.reducer);
+    const timings = { encodeMs: 0, reduceMs: 0, projectMs: 0 };
+    const turnImages: VisionTurnImage[] = [];
+    const injected: InjectedImage[] = [];
+    const expectedEmbd = this.sequence.model.embeddingVectorSize;
+    for (const input of imageInputs) {
+      const encoded = await this.vision.encodeImage(input);
+      this.ensureNotDisposed();
+      if (encoded.nEmbd !== expectedEmbd) {
+        throw new LeanVisionError(
+          "MMPROJ_MISMATCH",
+          `the mmproj projects to ${encoded.nEmbd} dimensions but the language model's embeddings have ${expectedEmbd}; use the mmproj made for this model`
+        );
+      }
+      timings.encodeMs += encoded.timings.encodeMs;
+      timings.reduceMs += encoded.timings.reduceMs;
+      timings.projectMs += encoded.timings.projectMs;
+      injected.push(createInjectedImage(encoded.embeddings, encoded.nEmbd));
+      turnImages.push({
+        width: encoded.width,
+        height: encoded.height,
+        grid: encoded.features.grid,
+        clsIndex: encoded.features.clsIndex,
+        provenance: encoded.reduced.provenance
+      });
+    }
+    const visualTokens = injected.reduce((sum, image) => sum + image.tokenCount, 0);
+    const userText = injected.length > 0 ? `${injected.map((image) => image.marker).join("")}\n${text}` : text;
+    this.ensureFits(userText, visualTokens);
+
+    this.pruneImages();
+    for (const image of injected) this.injector.register(image);
+    const recorder = new TurnRecorder(startedAt);
+    this.recorder = recorder;
+    let answer: string;
+    try {
+      answer = await this.chat.prompt(userText, {
+        maxTokens: options.maxTokens,
+        temperature: options.temperature,
+        seed: options.seed,
+        signal: options.signal,
+        onTextChunk: options.onTextChunk
+      });
+    } catch (error) {
+      this.pruneImages(); // the failed turn is not in the history; drop its embeddings unless the KV cache holds them
+      if (this.isDisposed) throw new LeanVisionError("DISPOSED", "the session was disposed during the prompt", { cause: error });
+      throw error;
+    } finally {
+      this.recorder = undefined;
+    }
+
+    const prefillEnd = recorder.prefillEnd ?? performance.now();
+    this.history.push({
+      turn: this.history.length + 1,
+      reducer,
+      images: turnImages,
+      ...timings,
+      prefillMs: recorder.prefillStart == null ? 0 : prefillEnd - recorder.prefillStart,
+      ttftMs: prefillEnd - startedAt,
+      visualTokens,
+      evaluatedTokens: recorder.evaluatedTokens,
+      reusedTokens: recorder.reusedTokens ?? this.sequence.nextTokenIndex,
+      injectedTokens: recorder.injectedTokens
+    });
+    return answer;
+  }
+
+  /**
+   * The system prompt plus the new message must fit in the context: older turns can be shifted out,
+   * an image cannot be split. Checked with the real chat template before anything is evaluated.
+   */
+  private ensureFits(userText: string, visualTokens: number): void {
+    const model = this.sequence.model;
+    const systemItems = this.chat.getChatHistory().filter((item) => item.type === "system");
+    const { contextText } = this.chat.chatWrapper.generateContextState({
+      chatHistory: [...systemItems, { type: "user", text: userText }, { type: "model", response: [] }]
+    });
+    const needed = contextText.tokenize(model.tokenizer).length;
+    const contextSize = this.sequence.contextSize;
+    if (needed + 1 >= contextSize) {
+      throw new LeanVisionError(
+        "CONTEXT_OVERFLOW",
+        `this message needs ${needed} tokens (${visualTokens} of them visual) but the context holds ${contextSize}; ` +
+          "use a larger contextSize, fewer images, or a reducer with a smaller budget (e.g. visionzip 54+10)"
+      );
+    }
+  }
+
+  /** Frees the embeddings of images neither the chat history nor the KV cache refers to any more. */
+  private pruneImages(): void {
+    const historyText = JSON.stringify(this.chat.getChatHistory());
+    const contextTokens = new Set<Token>(this.sequence.contextTokens);
+    this.injector.prune((image) => historyText.includes(image.marker) || contextTokens.has(image.firstToken as Token));
+  }
+
+  private ensureNotDisposed(): void {
+    if (this.isDisposed || this.chat.disposed) {
+      throw new LeanVisionError("DISPOSED", "this VisionChatSession is disposed; create a new one");
+    }
+  }
+}
