@@ -128,18 +128,10 @@ export function bilinearResize(
     const [r0, r1, wr1] = ys[i];
     for (let j = 0; j < outCols; j++) {
       const [c0, c1, wc1] = xs[j];
-      const taps: Array<[number, number]> = [
-        [rowOf(r0, c0) * dim, (1 - wr1) * (1 - wc1)],
-        [rowOf(r0, c1) * dim, (1 - wr1) * wc1],
-        [rowOf(r1, c0) * dim, wr1 * (1 - wc1)],
-        [rowOf(r1, c1) * dim, wr1 * wc1]
-      ];
+      const a = rowOf(r0, c0) * dim, b = rowOf(r0, c1) * dim, c = rowOf(r1, c0) * dim, d = rowOf(r1, c1) * dim;
+      const wa = (1 - wr1) * (1 - wc1), wb = (1 - wr1) * wc1, wc = wr1 * (1 - wc1), wd = wr1 * wc1;
       const o = (i * outCols + j) * dim;
-      for (let k = 0; k < dim; k++) {
-        let s = 0;
-        for (const [base, w] of taps) s += w * x[base + k];
-        out[o + k] = s;
-      }
+      for (let k = 0; k < dim; k++) out[o + k] = wa * x[a + k] + wb * x[b + k] + wc * x[c + k] + wd * x[d + k];
     }
   }
   return out;

@@ -29,16 +29,19 @@ export function regionPack(f: VisionFeatures, options: RegionPackOptions): Reduc
     for (let j = 0; j < regions.cols; j++) {
       const region = regionPatches(i, j, scale, cols).map((p) => patchTokens[p]);
       const q = (i * regions.cols + j) * dim;
-      region.forEach((t, k) => {
+      for (let k = 0; k < region.length; k++) {
+        const row = region[k] * dim;
         let s = 0;
-        for (let d = 0; d < dim; d++) s += queries[q + d] * hidden[t * dim + d];
+        for (let d = 0; d < dim; d++) s += queries[q + d] * hidden[row + d];
         weights[k] = s * invSqrtDim;
-      });
+      }
       softmaxInPlace(weights, region.length);
       const sum = new Float64Array(dim);
-      region.forEach((t, k) => {
-        for (let d = 0; d < dim; d++) sum[d] += weights[k] * hidden[t * dim + d];
-      });
+      for (let k = 0; k < region.length; k++) {
+        const row = region[k] * dim;
+        const weight = weights[k];
+        for (let d = 0; d < dim; d++) sum[d] += weight * hidden[row + d];
+      }
       out.push("packed", Int32Array.from(region)).set(sum);
     }
   }
