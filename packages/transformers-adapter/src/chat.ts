@@ -113,9 +113,10 @@ export class TransformersVisionChat {
     let firstTokenAt = 0;
     let emitted = "";
     const generated: bigint[] = [];
+    let promptSeen = false;
     const streamer = new (class extends BaseStreamer {
       override put(value: bigint[][]) {
-        if (value.length !== 1 || value[0].length !== 1) return; // the prompt itself
+        if (!promptSeen) return void (promptSeen = true); // generate first streams the prompt itself
         if (!firstTokenAt) firstTokenAt = performance.now();
         generated.push(value[0][0]);
         if (o.onTextChunk) {

@@ -11,7 +11,7 @@ import {
   type ReducerSpec,
   type VisionFeatures
 } from "@leanvision/core";
-import { Tensor } from "@huggingface/transformers";
+import { Tensor, type PreTrainedModel, type Processor } from "@huggingface/transformers";
 import { createHash } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
 import os from "node:os";
@@ -48,11 +48,16 @@ export interface LlavaLikeProcessor {
 }
 
 export interface WithLeanVisionOptions {
-  model: LlavaLikeModel;
-  processor: LlavaLikeProcessor;
+  /** From LlavaForConditionalGeneration.from_pretrained(folder). */
+  model: PreTrainedModel | LlavaLikeModel;
+  /** From AutoProcessor.from_pretrained(folder). */
+  processor: Processor | LlavaLikeProcessor;
   reducer?: ReducerSpec | string;
-  /** The folder given to from_pretrained (or its onnx/vision_encoder.onnx). transformers.js does not keep it. */
-  modelPath: string;
+  /**
+   * The folder given to from_pretrained (or its onnx/vision_encoder.onnx); transformers.js does not
+   * keep it. Needed the first time a model is wrapped; later wrappers of the same model share the split.
+   */
+  modelPath?: string;
   /** Where the split graphs are cached; defaults to $LEANVISION_CACHE_DIR or ~/.cache/leanvision. */
   cacheDir?: string;
 }
@@ -287,7 +292,8 @@ function install(inst: Installation): void {
  * (cached), then `processor(images, text)` and `model.generate(...)` work as before, with fewer image tokens.
  */
 export async function withLeanVision(options: WithLeanVisionOptions): Promise<LeanVisionLlava> {
-  const { model, processor } = options ?? ({} as WithLeanVisionOptions);
+  const model = options?.model as LlavaLikeModel | undefined;
+  const processor = options?.processor as LlavaLikeProcessor | undefined;
   if (!model?.sessions || typeof model.generate !== "function") {
     throw new LeanVisionError("INVALID_INPUT", "withLeanVision needs { model } from LlavaForConditionalGeneration.from_pretrained(...)");
   }
@@ -341,9 +347,9 @@ function toSpec(spec: ReducerSpec | string): ReducerSpec {
   return parseReducerSpec(formatReducerSpec(spec)); // round trip: checks every parameter is a number
 }
 
-function visionEncoderPath(modelPath: string): string {
+function visionEncoderPath(modelPath: string | undefined): string {
   if (typeof modelPath !== "string" || !modelPath) {
-    throw new LeanVisionError("INVALID_INPUT", "withLeanVision needs modelPath: the folder you passed to from_pretrained");
+    throw new LeanVisionError("INVALID_INPUT", "withLeanVision needs modelPath: the folder you passed to from_pretrained (transformers.js does not keep it)");
   }
   const candidates = modelPath.endsWith(".onnx") ? [modelPath] : [path.join(modelPath, "onnx", "vision_encoder.onnx"), path.join(modelPath, "vision_encoder.onnx")];
   const found = candidates.find((p) => existsSync(p));
