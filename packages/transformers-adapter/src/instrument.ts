@@ -35,7 +35,10 @@ function unsupported(message: string): never {
   );
 }
 
-export function splitVisionEncoder(bytes: Uint8Array): VisionSplit {
+/** Reads `length` bytes at `offset` of an external data file named in the model (relative to the model's folder). */
+export type ExternalDataReader = (location: string, offset: number, length: number | undefined) => Uint8Array;
+
+export function splitVisionEncoder(bytes: Uint8Array, readExternal?: ExternalDataReader): VisionSplit {
   let model: Model;
   try {
     model = onnx.ModelProto.decode(bytes);
@@ -50,6 +53,7 @@ export function splitVisionEncoder(bytes: Uint8Array): VisionSplit {
   const fused = nodes.filter((n) => FUSED_ATTENTION.has(n.opType ?? ""));
   if (fused.length) unsupported(`vision_encoder uses fused attention (${fused[0].opType} "${fused[0].name}"), whose softmax cannot be read out`);
 
+  inlineExternalData(graph.initializer ?? [], readExternal);
   const initializers = new Set((graph.initializer ?? []).map((t) => t.name ?? ""));
   const producer = new Map<string, number>();
   nodes.forEach((n, i) => (n.output ?? []).forEach((o) => producer.set(o, i)));
@@ -140,6 +144,18 @@ export function splitVisionEncoder(bytes: Uint8Array): VisionSplit {
     names,
     found: { softmax: softmax.name ?? "", keyProjection: nodes[producer.get(keys)!].name ?? keys, clsSlice: slice.name ?? "", attentionLayers: softmaxes.length }
   };
+}
+
+/** Weights stored in .onnx_data files are read into the graphs, so the split graphs stand alone. */
+function inlineExternalData(tensors: OnnxTypes.onnx.ITensorProto[], readExternal?: ExternalDataReader): void {
+  for (const t of tensors) {
+    if (t.dataLocation !== onnx.TensorProto.DataLocation.EXTERNAL) continue;
+    const info = Object.fromEntries((t.externalData ?? []).map((e) => [e.key, e.value]));
+    if (!readExternal || !info.location) unsupported(`weight "${t.name}" is stored in external data (${info.location ?? "no location"}) that cannot be read here`);
+    t.rawData = readExternal(info.location, Number(info.offset ?? 0), info.length === undefined ? undefined : Number(info.length));
+    t.externalData = [];
+    t.dataLocation = onnx.TensorProto.DataLocation.DEFAULT;
+  }
 }
 
 /** Indices of the nodes the given values depend on, stopping at `stopAt` values. */

@@ -317,7 +317,7 @@ export async function withLeanVision(options: WithLeanVisionOptions): Promise<Le
     }
     return join(existing, spec);
   }
-  const encoderPath = visionEncoderPath(options.modelPath);
+  const encoderPath = visionEncoderPath(options.modelPath, (vision as { config?: { dtype?: string } }).config?.dtype ?? "fp32");
   const split = loadSplit(encoderPath, options.cacheDir);
   const Session = (vision as unknown as { constructor: OrtSessionClass }).constructor;
   if (typeof Session?.create !== "function") {
@@ -347,13 +347,27 @@ function toSpec(spec: ReducerSpec | string): ReducerSpec {
   return parseReducerSpec(formatReducerSpec(spec)); // round trip: checks every parameter is a number
 }
 
-function visionEncoderPath(modelPath: string | undefined): string {
+/** File suffixes transformers.js uses per dtype (utils/dtypes.js). */
+const DTYPE_SUFFIX: Record<string, string> = {
+  fp32: "", int8: "_int8", uint8: "_uint8", q8: "_quantized", q4: "_q4", q2: "_q2", q1: "_q1", bnb4: "_bnb4",
+  fp16: "_fp16", q4f16: "_q4f16", q2f16: "_q2f16", q1f16: "_q1f16"
+};
+
+/** The vision_encoder file the loaded session came from: same folder, same dtype. */
+function visionEncoderPath(modelPath: string | undefined, dtype: string): string {
   if (typeof modelPath !== "string" || !modelPath) {
     throw new LeanVisionError("INVALID_INPUT", "withLeanVision needs modelPath: the folder you passed to from_pretrained (transformers.js does not keep it)");
   }
-  const candidates = modelPath.endsWith(".onnx") ? [modelPath] : [path.join(modelPath, "onnx", "vision_encoder.onnx"), path.join(modelPath, "vision_encoder.onnx")];
+  if (dtype.includes("16")) {
+    throw new LeanVisionError(
+      "UNSUPPORTED_MODEL",
+      `the vision encoder was loaded as ${dtype}; LeanVision reads the feature layer in float32, so load it with dtype "fp32" (or a quantized dtype with float32 activations such as "q8")`
+    );
+  }
+  const file = `vision_encoder${DTYPE_SUFFIX[dtype] ?? ""}.onnx`;
+  const candidates = modelPath.endsWith(".onnx") ? [modelPath] : [path.join(modelPath, "onnx", file), path.join(modelPath, file)];
   const found = candidates.find((p) => existsSync(p));
-  if (!found) throw new LeanVisionError("INVALID_INPUT", `no vision_encoder.onnx at ${candidates.join(" or ")}`);
+  if (!found) throw new LeanVisionError("INVALID_INPUT", `no ${file} at ${candidates.join(" or ")}; pass the folder you gave from_pretrained`);
   return found;
 }
 
@@ -371,7 +385,16 @@ function loadSplit(encoderPath: string, cacheDir?: string): CachedSplit {
   const featuresPath = path.join(dir, "vision_features.onnx");
   const projectorPath = path.join(dir, "vision_projector.onnx");
   if (existsSync(meta)) return { ...JSON.parse(readFileSync(meta, "utf8")), featuresPath, projectorPath };
-  const split = splitVisionEncoder(readFileSync(encoderPath));
+  const files = new Map<string, Buffer>();
+  const split = splitVisionEncoder(readFileSync(encoderPath), (location, offset, length) => {
+    const file = path.join(path.dirname(encoderPath), location);
+    if (!files.has(file)) files.set(file, readFileSync(file));
+    const data = files.get(file)!;
+    if (offset + (length ?? 0) > data.length) {
+      throw new LeanVisionError("UNSUPPORTED_MODEL", `external data ${file} is ${data.length} bytes, shorter than the model says`);
+    }
+    return data.subarray(offset, length === undefined ? undefined : offset + length);
+  });
   mkdirSync(dir, { recursive: true });
   const write = (file: string, data: Uint8Array | string) => {
     writeFileSync(`${file}.tmp-${process.pid}`, data);

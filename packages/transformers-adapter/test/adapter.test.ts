@@ -1,8 +1,9 @@
 // withLeanVision on the tiny synthetic LLaVA: the split graphs reproduce the stock encoder, reducers
 // change how many image embeddings reach the decoder, generate keeps working, dispose undoes it all.
-import { RawImage } from "@huggingface/transformers";
+import { AutoProcessor, LlavaForConditionalGeneration, RawImage } from "@huggingface/transformers";
 import { LeanVisionError } from "@leanvision/core";
-import { readFileSync } from "node:fs";
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import os from "node:os";
 import path from "node:path";
 import onnxProto from "onnx-proto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -190,6 +191,49 @@ describe("withLeanVision", () => {
     expect(imageTokens(await other.processor._call(image, PROMPT))).toBe(64); // still hooked for `pooled`
     await pooled.dispose();
     expect(imageTokens(await other.processor._call(image, PROMPT))).toBe(256);
+  });
+
+  it("splits an encoder whose weights are in external data (.onnx_data), which stock transformers.js also loads", async () => {
+    // A copy of the tiny folder with the vision weights moved into vision_encoder.onnx_data.
+    const dir = mkdtempSync(path.join(os.tmpdir(), "lv-extdata-"));
+    try {
+      cpSync(stock.dir, dir, { recursive: true });
+      const m = onnx.ModelProto.decode(readFileSync(path.join(stock.dir, "onnx", "vision_encoder.onnx")));
+      const chunks: Uint8Array[] = [];
+      let offset = 0;
+      for (const t of m.graph!.initializer!) {
+        const data = t.rawData!;
+        if (data.length < 1024) continue; // like exporters: shape constants stay inline
+        t.externalData = [
+          { key: "location", value: "vision_encoder.onnx_data" },
+          { key: "offset", value: String(offset) },
+          { key: "length", value: String(data.length) }
+        ];
+        t.dataLocation = onnx.TensorProto.DataLocation.EXTERNAL;
+        t.rawData = new Uint8Array(0);
+        chunks.push(data);
+        offset += data.length;
+      }
+      writeFileSync(path.join(dir, "onnx", "vision_encoder.onnx"), onnx.ModelProto.encode(m).finish());
+      writeFileSync(path.join(dir, "onnx", "vision_encoder.onnx_data"), Buffer.concat(chunks));
+      const config = JSON.parse(readFileSync(path.join(dir, "config.json"), "utf8"));
+      config["transformers.js_config"] = { use_external_data_format: { "vision_encoder.onnx": 1 } };
+      writeFileSync(path.join(dir, "config.json"), JSON.stringify(config));
+
+      const model = await LlavaForConditionalGeneration.from_pretrained(dir, { local_files_only: true, dtype: "fp32" });
+      const processor = await AutoProcessor.from_pretrained(dir, { local_files_only: true });
+      const external = { dir, model: model as any, processor: processor as any };
+      const stockTokens = (await greedy(external)).tokens;
+      expect(stockTokens).toEqual((await greedy(stock)).tokens);
+      const l = await withLeanVision({ ...external, modelPath: dir, cacheDir: dir, reducer: "none" });
+      try {
+        expect((await greedy(external)).tokens).toEqual(stockTokens);
+      } finally {
+        await l.dispose();
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it("dispose puts the stock encoder and processor back", async () => {
