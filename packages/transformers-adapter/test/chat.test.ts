@@ -1,7 +1,7 @@
 // TransformersVisionChat: turn 2 reuses the reduced image from the KV cache, the reuse is exact, and
 // bad inputs fail with typed errors while the conversation stays as it was.
 import { Tensor } from "@huggingface/transformers";
-import { LeanVisionError } from "@leanvision/core";
+import { LeanVisionError, parseReducerSpec } from "@leanvision/core";
 import { readFileSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -35,7 +35,7 @@ describe("TransformersVisionChat", () => {
     const t1 = chat.lastTurn!;
     const afterTurn1 = chat.tokenIds;
     expect(t1.turn).toBe(1);
-    expect(t1.reducer).toBe("visionzip:dominant=54,contextual=10");
+    expect(parseReducerSpec(t1.reducer)).toEqual({ kind: "visionzip", dominant: 54, contextual: 10 });
     expect(t1.visualTokens).toBe(64);
     expect(t1.reusedTokens).toBe(0);
     expect(t1.evaluatedTokens).toBe(afterTurn1.length - 6); // the whole prompt, 64 image tokens included
