@@ -145,6 +145,28 @@ describe("withLeanVision", () => {
     expect(tokens).toHaveLength(4);
   });
 
+  it("adaptive VisionZip: <image> expands to the count chosen for this image", async () => {
+    lean.reducer = { kind: "visionzip-adaptive", coverage: 0.5, min: 16, max: 200, contextual: 10 };
+    const { inputs, tokens } = await greedy(wrapped, 3);
+    const reduced = lean.lastImages[0].reduced;
+    expect(reduced.chosenDominant).toBeGreaterThanOrEqual(16);
+    expect(reduced.chosenDominant).toBeLessThanOrEqual(200);
+    expect(imageTokens(inputs)).toBe(reduced.numTokens);
+    expect(reduced.numTokens).toBe(reduced.chosenDominant! + 10);
+    expect(tokens).toHaveLength(3);
+  });
+
+  it("two images in one prompt: each expands to its own reduced count, in order", async () => {
+    lean.reducer = { kind: "visionzip", dominant: 54, contextual: 10 };
+    const other = testPicture(200, 300, 1);
+    const second = new RawImage(new Uint8ClampedArray(other.data), other.width, other.height, 3);
+    const inputs = await wrapped.processor._call([image, second], "USER: <image>\n<image>\nCompare them. ASSISTANT:");
+    expect(imageTokens(inputs)).toBe(128);
+    const out = await wrapped.model.generate({ ...inputs, max_new_tokens: 3, do_sample: false });
+    expect(newTokens(out, (inputs.input_ids as any).dims[1])).toHaveLength(3);
+    expect(lean.lastImages).toHaveLength(2);
+  });
+
   it("rejects a budget larger than the image with a typed error", async () => {
     lean.reducer = { kind: "visionzip", dominant: 300, contextual: 10 };
     const err = await caught(wrapped.processor._call(image, PROMPT));
