@@ -180,7 +180,6 @@ export class SequenceInjector {
   private readonly images = new Map<number, InjectedImage>();
   private readonly internals: SequenceInternals;
   private readonly originalDecode: (...args: unknown[]) => Promise<unknown[]>;
-  private withLock: WithLock | undefined;
 
   constructor(
     readonly sequence: LlamaContextSequence,
@@ -198,11 +197,6 @@ export class SequenceInjector {
     this.internals._decodeTokens = function (this: unknown, ...args: unknown[]) {
       return injector.decode(args);
     };
-  }
-
-  /** Loads node-llama-cpp's own lock module (the same instance its context uses). */
-  async ready(): Promise<void> {
-    this.withLock ??= await loadWithLock();
   }
 
   register(image: InjectedImage): void {
@@ -286,7 +280,6 @@ export class SequenceInjector {
     tokenMeter: { useTokens(count: number, type: "input" | "output"): void } | undefined,
     afterBatchAction: ((sequenceStateLength: number) => unknown) | undefined
   ): Promise<void> {
-    await this.ready();
     const sequence = this.internals;
     const context = sequence._context;
     for (const group of this.rowGroups(tokens)) {
@@ -302,7 +295,7 @@ export class SequenceInjector {
         );
       }
       const rows = image.embeddings.subarray(firstRow * image.nEmbd, (firstRow + count) * image.nEmbd);
-      await this.withLock!([context, "context"], async () => {
+      await withContextLock(this.sequence.context, async () => {
         const preventDisposal = context._backendContextDisposeGuard.createPreventDisposalHandle();
         try {
           await this.decodeEmbeddings(context._ctx, sequence._sequenceId, sequence._nextTokenIndex, rows, count, image.nEmbd, context.batchSize);
@@ -375,6 +368,15 @@ function internalsError(detail: string): LeanVisionError {
     "NATIVE_BUILD",
     `the installed node-llama-cpp is not the one LeanVision was built for (${detail}); install exactly node-llama-cpp 3.22.1`
   );
+}
+
+/**
+ * Runs `callback` holding node-llama-cpp's own lock of `context` (the one its batch dispatch takes),
+ * so nothing else decodes into the context meanwhile.
+ */
+export async function withContextLock<T>(context: object, callback: () => Promise<T>): Promise<T> {
+  const withLock = await loadWithLock();
+  return withLock([context, "context"], callback);
 }
 
 let withLockPromise: Promise<WithLock> | undefined;

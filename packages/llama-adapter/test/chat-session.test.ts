@@ -119,6 +119,18 @@ describe("VisionChatSession (tiny: CLIP with CLS)", () => {
     await context.dispose();
   });
 
+  it("takes several images in one message, each with its own placeholder span", async () => {
+    vision.reducer = VISIONZIP_64;
+    const { context, session } = await newSession(1024);
+    await session.prompt("Compare these two.", { images: [image, await readFile(image)], maxTokens: 2 });
+    expect(session.lastTurn).toMatchObject({ visualTokens: 128, injectedTokens: 128 });
+    expect(session.lastTurn!.images).toHaveLength(2);
+    const placeholders = placeholdersIn(session.sequence.contextTokens);
+    expect(new Set(placeholders).size).toBe(128);
+    session.dispose();
+    await context.dispose();
+  });
+
   it("a context shift drops an image whole, never part of it, and the chat goes on", async () => {
     vision.reducer = VISIONZIP_64;
     const { context, session } = await newSession(256, "Be brief.");

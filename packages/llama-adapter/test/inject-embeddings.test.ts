@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { getLlama, GgmlType, readGgufFileInfo } from "node-llama-cpp";
 import type { Llama, LlamaContext, LlamaContextSequence, LlamaModel, Token } from "node-llama-cpp";
 import { ensureLlavaGguf } from "@leanvision/testkit";
-import { createInjectedImage, PLACEHOLDER_BASE, SequenceInjector } from "../src/injection.js";
+import { createInjectedImage, PLACEHOLDER_BASE, SequenceInjector, withContextLock } from "../src/injection.js";
 import { loadNativeBinding } from "../src/native-binding.js";
 import type { DecodeEmbeddings } from "../src/injection.js";
 
@@ -150,6 +150,21 @@ describe("decodeEmbeddings", () => {
     // Nothing was written: the sequence continues from where it was.
     expect(sequence.nextTokenIndex).toBe(at);
     expect((await greedy(sequence, prompt.slice(4, 8), 3)).length).toBe(3);
+    await sequence.dispose();
+  });
+
+  it("injection holds node-llama-cpp's own context lock: no other decode runs meanwhile", async () => {
+    const sequence = context.getSequence();
+    const done = await withContextLock(context, async () => {
+      const evaluation = sequence.evaluateWithoutGeneratingNewTokens(prompt.slice(0, 5)).then(() => "decoded");
+      const waited = new Promise((resolve) => setTimeout(() => resolve("blocked"), 500));
+      const first = await Promise.race([evaluation, waited]);
+      expect(sequence.nextTokenIndex).toBe(0);
+      return { first, evaluation };
+    });
+    expect(done.first).toBe("blocked");
+    expect(await done.evaluation).toBe("decoded");
+    expect(sequence.nextTokenIndex).toBe(5);
     await sequence.dispose();
   });
 
