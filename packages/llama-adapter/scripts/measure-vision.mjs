@@ -27,7 +27,7 @@ for (let i = 2; i < process.argv.length; i++) {
 }
 if (!args.model || !args.mmproj) throw new Error("--model and --mmproj are required");
 if (args.reducers.length === 0) {
-  args.reducers = ["none", "visionzip:dominant=54,contextual=10", "visionzip:dominant=108,contextual=20", "pool:stride=2", "regionpack:scale=2"];
+  args.reducers = ["none", "visionzip:54+10", "visionzip:108+20", "pool:2", "regionpack:2"];
 }
 
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];

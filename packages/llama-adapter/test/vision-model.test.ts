@@ -69,7 +69,7 @@ describe("tiny CLIP mmproj", () => {
   });
 
   it("captures the feature layer's attention (rows are distributions) and head-averaged keys", async () => {
-    vision.reducer = "visionzip:dominant=54,contextual=10";
+    vision.reducer = "visionzip:54+10";
     const { features: f } = await vision.encodeImage(image);
     expect(f.heads).toBe(4);
     expect(f.attention!.length).toBe(4 * 577 * 577);
@@ -93,7 +93,7 @@ describe("tiny CLIP mmproj", () => {
   });
 
   it("projects kept tokens exactly as mtmd's projector does (same rows, same embeddings)", async () => {
-    vision.reducer = "visionzip:dominant=54,contextual=0";
+    vision.reducer = "visionzip:54+0";
     const out = await vision.encodeImage(image);
     const stock = await vision.encodeImageStock(image);
     // mtmd's output row j is feature row j+1; a kept patch p > 0 must match stock row p-1.
@@ -108,7 +108,7 @@ describe("tiny CLIP mmproj", () => {
   });
 
   it("pool:2 gives a 12x12 grid of tokens", async () => {
-    vision.reducer = "pool:stride=2";
+    vision.reducer = "pool:2";
     const out = await vision.encodeImage(image);
     expect(out.reduced.numTokens).toBe(144);
     expect(out.embeddings.length).toBe(144 * 256);
