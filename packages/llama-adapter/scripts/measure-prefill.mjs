@@ -2,7 +2,7 @@
 // Prefill and time-to-first-token of VisionChatSession per reducer, against the ideal token ratio.
 //
 //   node packages/llama-adapter/scripts/measure-prefill.mjs --model <gguf> --mmproj <gguf>
-//        [--image <file>] [--reducers none;visionzip:dominant=54,contextual=10;...] [--runs 3]
+//        [--image <file>] [--reducers none;visionzip:54+10;...] [--runs 3]
 //        [--threads 1] [--max-tokens 4]
 //
 // Each run is a fresh context: turn 1 sends the image and a question, turn 2 a follow-up (which
@@ -19,7 +19,7 @@ const { values: args } = parseArgs({
     model: { type: "string" },
     mmproj: { type: "string" },
     image: { type: "string" },
-    reducers: { type: "string", default: "none;visionzip:dominant=54,contextual=10;visionzip:dominant=108,contextual=20" },
+    reducers: { type: "string", default: "none;visionzip:54+10;visionzip:108+20" },
     runs: { type: "string", default: "3" },
     threads: { type: "string", default: "1" },
     "max-tokens": { type: "string", default: "4" }

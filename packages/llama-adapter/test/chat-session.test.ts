@@ -3,7 +3,7 @@ import { readFile } from "node:fs/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { getLlama } from "node-llama-cpp";
 import type { Llama, LlamaContext, LlamaModel, Token } from "node-llama-cpp";
-import { LeanVisionError } from "@leanvision/core";
+import { formatReducerSpec, LeanVisionError } from "@leanvision/core";
 import { ensureLlavaGguf, sampleImagePath } from "@leanvision/testkit";
 import { VisionChatSession } from "../src/chat-session.js";
 import { isPlaceholderToken } from "../src/injection.js";
@@ -67,7 +67,7 @@ describe("VisionChatSession (tiny: CLIP with CLS)", () => {
     expect(typeof answer).toBe("string");
     expect(chunks.join("")).toBe(answer);
     const turn1 = session.lastTurn!;
-    expect(turn1).toMatchObject({ turn: 1, reducer: "visionzip:dominant=54,contextual=10", visualTokens: 64, injectedTokens: 64, reusedTokens: 0 });
+    expect(turn1).toMatchObject({ turn: 1, reducer: formatReducerSpec(VISIONZIP_64), visualTokens: 64, injectedTokens: 64, reusedTokens: 0 });
     const placeholders = placeholdersIn(session.sequence.contextTokens);
     expect(placeholders).toHaveLength(64);
     expect(new Set(placeholders).size).toBe(64);
