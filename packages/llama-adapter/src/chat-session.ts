@@ -75,8 +75,6 @@ class TurnRecorder {
   evaluatedTokens = 0;
   injectedTokens = 0;
 
-  constructor(readonly startedAt: number) {}
-
   onDecode(event: DecodeEvent): void {
     if (this.prefillEnd != null) return; // generation, not prompt evaluation
     this.prefillStart ??= event.startedAt;
@@ -105,7 +103,12 @@ export class VisionChatSession {
     }
     this.vision = vision;
     this.injector = new SequenceInjector(contextSequence, vision.decodeEmbeddings, (event) => this.recorder?.onDecode(event));
-    this.chat = new LlamaChatSession({ contextSequence, systemPrompt, chatWrapper, contextShift: { strategy: dropOldestTurns } });
+    try {
+      this.chat = new LlamaChatSession({ contextSequence, systemPrompt, chatWrapper, contextShift: { strategy: dropOldestTurns } });
+    } catch (error) {
+      this.injector.detach();
+      throw error;
+    }
   }
 
   get sequence(): LlamaContextSequence {
@@ -195,7 +198,7 @@ export class VisionChatSession {
 
     this.pruneImages();
     for (const image of injected) this.injector.register(image);
-    const recorder = new TurnRecorder(startedAt);
+    const recorder = new TurnRecorder();
     this.recorder = recorder;
     let answer: string;
     try {

@@ -187,6 +187,9 @@ export class SequenceInjector {
     private readonly onDecode?: (event: DecodeEvent) => void
   ) {
     this.internals = sequenceInternals(sequence);
+    if (Object.hasOwn(sequence, "_decodeTokens")) {
+      throw new LeanVisionError("INVALID_INPUT", "this context sequence already takes images for another session; dispose that session or use another sequence");
+    }
     if (sequence.tokenPredictor != null) {
       throw new LeanVisionError("INVALID_INPUT", "a context sequence with a token predictor cannot take images; create the sequence without `tokenPredictor`");
     }

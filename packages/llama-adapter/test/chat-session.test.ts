@@ -119,6 +119,20 @@ describe("VisionChatSession (tiny: CLIP with CLS)", () => {
     await context.dispose();
   });
 
+  it("one session per sequence at a time; after dispose the sequence can take a new one", async () => {
+    const context = await model.createContext({ contextSize: 512, threads: THREADS });
+    const sequence = context.getSequence();
+    const first = new VisionChatSession({ contextSequence: sequence, vision });
+    expect(() => new VisionChatSession({ contextSequence: sequence, vision })).toThrow(LeanVisionError);
+    first.dispose();
+    const second = new VisionChatSession({ contextSequence: sequence, vision });
+    vision.reducer = VISIONZIP_64;
+    await second.prompt("Hi", { images: [image], maxTokens: 2 });
+    expect(second.lastTurn?.injectedTokens).toBe(64);
+    second.dispose();
+    await context.dispose();
+  });
+
   it("takes several images in one message, each with its own placeholder span", async () => {
     vision.reducer = VISIONZIP_64;
     const { context, session } = await newSession(1024);
