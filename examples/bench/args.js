@@ -24,6 +24,7 @@ export const BENCH_USAGE = `Usage: pnpm bench -- [options]
   --turns <n>                    turns per conversation, the image in turn 1 (default 2)
   --runs <n>                     conversations per reducer; the table shows medians (default 3)
   --max-tokens <n>               tokens generated per turn (default 4)
+  --threads <n>                  CPU threads, for LeanVision and the anchor alike (llama; default: all cores)
   --json <file>                  where to write the JSON (default bench-results/bench-<runtime>-<profile>.json);
                                  the report is written next to it: <name>.md and <name>.svg
   --no-anchor                    skip stock llama-mtmd-cli (llama runtime only)
@@ -39,6 +40,7 @@ const OPTIONS = {
   turns: { type: "string", default: "2" },
   runs: { type: "string", default: "3" },
   "max-tokens": { type: "string", default: "4" },
+  threads: { type: "string" },
   json: { type: "string" },
   "no-anchor": { type: "boolean", default: false },
   help: { type: "boolean", default: false }
@@ -81,6 +83,7 @@ export function parseBenchArgs(argv) {
     turns: positiveInt(values.turns, "--turns"),
     runs: positiveInt(values.runs, "--runs"),
     maxTokens: positiveInt(values["max-tokens"], "--max-tokens"),
+    threads: values.threads === undefined ? undefined : positiveInt(values.threads, "--threads"),
     json: values.json ?? `bench-results/bench-${runtime}-${source.profile ?? "custom"}.json`,
     anchor: runtime === "llama" && !values["no-anchor"]
   };

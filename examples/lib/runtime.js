@@ -6,7 +6,8 @@ import { LeanVisionError } from "@leanvision/core";
 
 /**
  * source: { runtime: "llama"|"transformers", profile?: string, modelPath?: string, mmprojPath?: string,
- *           onProgress?: (done, total) => void }  (profile = a synthetic model written by the testkit)
+ *           threads?: number, onProgress?: (done, total) => void }
+ * profile = a synthetic model written by the testkit; threads = CPU threads (llama; default: all cores).
  */
 export async function openRuntime(source) {
   if (source.runtime === "llama") return openLlama(source);
@@ -14,16 +15,16 @@ export async function openRuntime(source) {
   throw new LeanVisionError("INVALID_INPUT", `unknown runtime "${source.runtime}"; use "llama" or "transformers"`);
 }
 
-async function openLlama({ profile, modelPath, mmprojPath, onProgress }) {
+async function openLlama({ profile, modelPath, mmprojPath, threads, onProgress }) {
   if (profile) {
     const { ensureLlavaGguf } = await import("@leanvision/testkit");
     ({ modelPath, mmprojPath } = await ensureLlavaGguf(profile, { onProgress }));
   }
   const { getLlama } = await import("node-llama-cpp");
   const { loadVisionModel, VisionChatSession } = await import("@leanvision/llama-adapter");
-  const llama = await getLlama();
+  const llama = await loadLlama(getLlama);
   const model = await llama.loadModel({ modelPath });
-  const vision = await loadVisionModel({ llama, model, mmprojPath });
+  const vision = await loadVisionModel({ llama, model, mmprojPath, threads });
   const contexts = new Set();
 
   return {
@@ -32,10 +33,10 @@ async function openLlama({ profile, modelPath, mmprojPath, onProgress }) {
     model: { modelPath, mmprojPath, parameters: Number(model.fileInsights.totalElements ?? 0) || undefined, trainContextSize: model.trainContextSize },
     modelPath,
     mmprojPath,
-    threads: llama.cpuMathCores,
+    threads: threads ?? llama.cpuMathCores,
     countTokens: (text) => model.tokenize(text).length,
     async newChat(reducer, { systemPrompt } = {}) {
-      const context = await model.createContext({ contextSize: { max: 4096 } });
+      const context = await model.createContext({ contextSize: { max: 4096 }, threads });
       contexts.add(context);
       const session = new VisionChatSession({ contextSequence: context.getSequence(), vision, systemPrompt });
       return {
@@ -67,6 +68,23 @@ async function openLlama({ profile, modelPath, mmprojPath, onProgress }) {
   };
 }
 
+/**
+ * Prebuilt binaries only (CPU, or a GPU one the user installed): with build "auto", node-llama-cpp
+ * compiles llama.cpp from source for ten minutes or more as soon as it sees e.g. Vulkan libraries.
+ */
+async function loadLlama(getLlama) {
+  try {
+    return await getLlama({ build: "never" });
+  } catch (error) {
+    throw new LeanVisionError(
+      "NATIVE_BUILD",
+      `node-llama-cpp found no prebuilt binary for this machine (${error.message}); ` +
+        "reinstall node-llama-cpp 3.22.1 with its optional @node-llama-cpp/* package for your platform",
+      { cause: error }
+    );
+  }
+}
+
 async function openTransformers({ profile, modelPath, onProgress }) {
   let dir = modelPath;
   if (profile) {
@@ -81,10 +99,10 @@ async function openTransformers({ profile, modelPath, onProgress }) {
   const tokenizer = processor.tokenizer ?? (await AutoTokenizer.from_pretrained(dir, { local_files_only: true }));
   const leanByReducer = new Map();
 
-  // withLeanVision rewrites the encoder once per wrapped model; keep one wrapper per reducer.
+  // One wrapper per reducer; they share the model's split vision encoder.
   async function leanFor(reducer) {
     const key = JSON.stringify(reducer);
-    if (!leanByReducer.has(key)) leanByReducer.set(key, await withLeanVision({ model, processor, reducer }));
+    if (!leanByReducer.has(key)) leanByReducer.set(key, await withLeanVision({ model, processor, reducer, modelPath: dir }));
     return leanByReducer.get(key);
   }
 
@@ -107,10 +125,11 @@ async function openTransformers({ profile, modelPath, onProgress }) {
         get turns() {
           return chat.turns;
         },
-        dispose() {}
+        dispose: () => chat.dispose()
       };
     },
     async dispose() {
+      for (const lean of leanByReducer.values()) await lean.dispose();
       await model.dispose?.();
     }
   };

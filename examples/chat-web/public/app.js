@@ -1,0 +1,185 @@
+// The chat page: picks an image, streams answers from /api/chat, shows timings and the kept tokens.
+const $ = (id) => document.getElementById(id);
+const view = $("view");
+const context2d = view.getContext("2d");
+// llava-1.5 pads an image to a square with this colour before resizing; the grid lives on that square.
+const PAD_COLOUR = "rgb(122, 116, 104)";
+// Overlay mask values (core's keepMask).
+const MERGED_OR_DROPPED = 0, KEPT = 1, CONTEXTUAL_TARGET = 2;
+
+let conversation = crypto.randomUUID();
+let picture = null; // the ImageBitmap on screen
+let pendingImage = null; // base64 of a newly picked image, sent with the next turn
+let lastImage = null; // base64 of the image on screen, re-sent when a new chat starts
+let overlay = null;
+
+loadBudgets();
+
+$("file").addEventListener("change", () => $("file").files[0] && pickImage($("file").files[0]));
+$("drop").addEventListener("dragover", (e) => {
+  e.preventDefault();
+  $("drop").classList.add("over");
+});
+$("drop").addEventListener("dragleave", () => $("drop").classList.remove("over"));
+$("drop").addEventListener("drop", (e) => {
+  e.preventDefault();
+  $("drop").classList.remove("over");
+  const file = e.dataTransfer.files[0];
+  if (file) pickImage(file);
+});
+$("new-chat").addEventListener("click", () => {
+  conversation = crypto.randomUUID();
+  pendingImage = lastImage;
+  $("messages").replaceChildren();
+  $("timings").tBodies[0].replaceChildren();
+  note("New chat.");
+});
+$("ask").addEventListener("submit", (e) => {
+  e.preventDefault();
+  send();
+});
+
+async function loadBudgets() {
+  const budgets = await (await fetch("/api/budgets")).json();
+  $("budget").replaceChildren(...budgets.map(({ label, value }) => new Option(label, value)));
+}
+
+async function pickImage(file) {
+  const bytes = new Uint8Array(await file.arrayBuffer());
+  picture = await createImageBitmap(file);
+  pendingImage = lastImage = toBase64(bytes);
+  overlay = null;
+  $("drop-hint").hidden = true;
+  draw();
+  note(`Image: ${file.name} (${picture.width}×${picture.height}); it is sent with the next question.`);
+}
+
+async function send() {
+  const text = $("question").value.trim();
+  if (!text) return;
+  $("question").value = "";
+  $("send").disabled = true;
+  addMessage("user", text);
+  const answer = addMessage("assistant", "");
+  $("status").textContent = "thinking…";
+  try {
+    const response = await fetch("/api/chat", {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ conversation, text, image: pendingImage, leanVision: $("lean").checked, budget: $("budget").value })
+    });
+    if (!response.ok) {
+      const { code, message } = await response.json();
+      throw new Error(`${code}: ${message}`);
+    }
+    for await (const { event, data } of readEvents(response)) {
+      if (event === "chunk") answer.textContent += data.text;
+      if (event === "turn") {
+        pendingImage = null; // the server has it now
+        showTurn(data);
+      }
+      if (event === "error") {
+        answer.remove();
+        addMessage("error", `${data.code}: ${data.message}`);
+      }
+    }
+  } catch (error) {
+    addMessage("error", String(error.message ?? error));
+  } finally {
+    $("status").textContent = "";
+    $("send").disabled = false;
+  }
+}
+
+function showTurn(turn) {
+  const rows = $("timings").tBodies[0];
+  if (turn.restarted && rows.rows.length > 0) {
+    note(`Started over with ${turn.reducer}: a new reducer or image means new visual tokens.`);
+  }
+  const row = rows.insertRow();
+  row.dataset.turn = String(turn.turn);
+  const cells = [turn.turn, turn.reducer, turn.visualTokens, turn.evaluatedTokens, turn.reusedTokens,
+    turn.encodeMs, turn.reduceMs, turn.projectMs, turn.prefillMs, turn.ttftMs];
+  for (const value of cells) row.insertCell().textContent = typeof value === "number" && !Number.isInteger(value) ? value.toFixed(1) : String(value);
+  if (turn.overlay) {
+    overlay = turn.overlay;
+    draw();
+    const counts = [0, 0, 0];
+    for (const v of overlay.mask) counts[v]++;
+    $("overlay-info").textContent =
+      `${overlay.reducer}: ${overlay.visualTokens} visual tokens from a ${overlay.rows}×${overlay.cols} patch grid — ` +
+      `${counts[KEPT]} patches kept, ${counts[CONTEXTUAL_TARGET]} contextual, ${counts[MERGED_OR_DROPPED]} merged or dropped`;
+    view.dataset.kept = String(counts[KEPT]);
+    view.dataset.contextual = String(counts[CONTEXTUAL_TARGET]);
+    view.dataset.mergedOrDropped = String(counts[MERGED_OR_DROPPED]);
+  }
+}
+
+/**
+ * The picture letterboxed into the square, then each patch cell marked by what the reducer did with it:
+ * kept = blue outline, contextual token (its target patch) = orange outline, merged or dropped = darkened.
+ */
+function draw() {
+  const size = view.width;
+  context2d.fillStyle = PAD_COLOUR;
+  context2d.fillRect(0, 0, size, size);
+  if (!picture) return;
+  const scale = size / Math.max(picture.width, picture.height);
+  const w = picture.width * scale;
+  const h = picture.height * scale;
+  context2d.drawImage(picture, (size - w) / 2, (size - h) / 2, w, h);
+  if (!overlay) return;
+  const cw = size / overlay.cols;
+  const ch = size / overlay.rows;
+  for (let r = 0; r < overlay.rows; r++) {
+    for (let c = 0; c < overlay.cols; c++) {
+      const kind = overlay.mask[r * overlay.cols + c];
+      if (kind === MERGED_OR_DROPPED) {
+        context2d.fillStyle = "rgba(0, 0, 0, 0.6)";
+        context2d.fillRect(c * cw, r * ch, cw, ch);
+      } else {
+        context2d.strokeStyle = kind === KEPT ? "rgb(40, 100, 230)" : "rgb(240, 140, 20)";
+        context2d.lineWidth = 2;
+        context2d.strokeRect(c * cw + 1, r * ch + 1, cw - 2, ch - 2);
+      }
+    }
+  }
+}
+
+/** Server-sent events from a POST response body. */
+async function* readEvents(response) {
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  while (true) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += value;
+    let end;
+    while ((end = buffer.indexOf("\n\n")) >= 0) {
+      const block = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      const event = /^event: (.*)$/m.exec(block)?.[1] ?? "message";
+      const data = /^data: (.*)$/m.exec(block)?.[1];
+      yield { event, data: data ? JSON.parse(data) : null };
+    }
+  }
+}
+
+function addMessage(kind, text) {
+  const li = document.createElement("li");
+  li.className = kind;
+  li.textContent = text;
+  $("messages").append(li);
+  li.scrollIntoView({ block: "end" });
+  return li;
+}
+
+function note(text) {
+  addMessage("system", text);
+}
+
+function toBase64(bytes) {
+  let binary = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) binary += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  return btoa(binary);
+}

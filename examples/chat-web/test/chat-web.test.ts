@@ -1,0 +1,156 @@
+// End to end: the chat page in Debian's chromium against the local server and the tiny model.
+import { describe, it, expect, beforeAll, afterAll } from "vitest";
+import { mkdtempSync, mkdirSync, rmSync, statSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium, type BrowserContext, type Page } from "playwright-core";
+import { sampleImagePath } from "@leanvision/testkit";
+import { startChatServer, BUDGETS } from "../server.js";
+import { ensureChromium, CHROMIUM_ARGS } from "./chromium.js";
+
+const ARTIFACTS = fileURLToPath(new URL("../../../test-artifacts/", import.meta.url));
+const SCREENSHOT = join(ARTIFACTS, "chat-web.png");
+
+let app: Awaited<ReturnType<typeof startChatServer>>;
+let browser: BrowserContext;
+let page: Page;
+let userDataDir: string;
+
+beforeAll(async () => {
+  const executablePath = ensureChromium();
+  // One thread: the tiny model gains nothing from more, and the machine may be shared.
+  app = await startChatServer({ runtime: "llama", profile: "tiny", maxTokens: 6, threads: 1 });
+  userDataDir = mkdtempSync(join(tmpdir(), "lv-chromium-"));
+  browser = await chromium.launchPersistentContext(userDataDir, {
+    executablePath,
+    headless: true,
+    args: CHROMIUM_ARGS,
+    viewport: { width: 1100, height: 900 }
+  });
+  page = browser.pages()[0] ?? (await browser.newPage());
+});
+
+afterAll(async () => {
+  await browser?.close();
+  await app?.close();
+  if (userDataDir) rmSync(userDataDir, { recursive: true, force: true });
+});
+
+async function ask(question: string, expectedRows: number) {
+  await page.getByTestId("question").fill(question);
+  await page.getByTestId("send").click();
+  await page.locator("#timings tbody tr").nth(expectedRows - 1).waitFor({ timeout: 120_000 });
+  await expect.poll(() => page.getByTestId("send").isDisabled()).toBe(false);
+}
+
+/** Reads the canvas cell by cell and counts the cells whose left edge carries a blue or an orange outline. */
+function drawnCells() {
+  return page.getByTestId("overlay").evaluate((canvas: HTMLCanvasElement) => {
+    const { data, width } = canvas.getContext("2d")!.getImageData(0, 0, canvas.width, canvas.height);
+    const cell = width / 24;
+    const near = (i: number, rgb: number[]) => rgb.every((v, k) => Math.abs(data[i + k] - v) < 4);
+    let blue = 0, orange = 0;
+    for (let r = 0; r < 24; r++) {
+      for (let c = 0; c < 24; c++) {
+        const i = (Math.floor(r * cell + cell / 2) * width + Math.floor(c * cell + 1)) * 4;
+        if (near(i, [40, 100, 230])) blue++;
+        if (near(i, [240, 140, 20])) orange++;
+      }
+    }
+    return { blue, orange };
+  });
+}
+
+async function timingRow(n: number) {
+  const cells = await page.locator("#timings tbody tr").nth(n).locator("td").allTextContents();
+  const [turn, reducer, visual, evaluated, reused, encode, reduce, project, prefill, ttft] = cells;
+  return { turn: Number(turn), reducer, visual: Number(visual), evaluated: Number(evaluated), reused: Number(reused),
+    encode: Number(encode), reduce: Number(reduce), project: Number(project), prefill: Number(prefill), ttft: Number(ttft) };
+}
+
+describe("chat web app", () => {
+  it("chats over two turns about an uploaded image, with timings and the kept tokens drawn", async () => {
+    const pageErrors: string[] = [];
+    page.on("pageerror", (e) => pageErrors.push(e.message));
+    await page.goto(app.url);
+    await page.getByTestId("file").setInputFiles(sampleImagePath());
+    await expect.poll(() => page.getByTestId("messages").textContent()).toContain("sent with the next question");
+
+    await ask("What is in this picture?", 1);
+    await ask("Which colours stand out?", 2);
+
+    const first = await timingRow(0);
+    const second = await timingRow(1);
+    // tiny: 576 patches + CLS; VisionZip 54+10 keeps 64 tokens.
+    expect(first).toMatchObject({ turn: 1, visual: 64, reused: 0 });
+    expect(first.reducer).toMatch(/^visionzip/);
+    expect(first.evaluated).toBeGreaterThan(64);
+    for (const value of [first.encode, first.prefill, first.ttft]) expect(value).toBeGreaterThan(0);
+    // Turn 2 reuses the image (and turn 1) from the KV cache and evaluates only the new text.
+    expect(second.turn).toBe(2);
+    expect(second.reused).toBeGreaterThanOrEqual(first.evaluated);
+    expect(second.evaluated).toBeLessThan(first.evaluated);
+
+    // The overlay (core's keepMask): 53 dominant patches kept (CLS is the 54th token), 10 contextual
+    // targets, the other 513 merged into those…
+    const view = page.getByTestId("overlay");
+    expect(await view.getAttribute("data-kept")).toBe("53");
+    expect(await view.getAttribute("data-contextual")).toBe("10");
+    expect(await view.getAttribute("data-merged-or-dropped")).toBe(String(576 - 63));
+    const info = await page.getByTestId("overlay-info").textContent();
+    expect(info).toContain(`${first.reducer}: 64 visual tokens from a 24×24 patch grid`);
+    expect(info).toContain("53 patches kept, 10 contextual, 513 merged or dropped");
+    expect(await page.getByTestId("messages").textContent()).not.toContain("Started over");
+    // …and drawn: blue outlines on the kept cells, orange on the contextual ones.
+    expect(await drawnCells()).toEqual({ blue: 53, orange: 10 });
+    expect(await page.locator("#messages li.assistant").count()).toBe(2);
+    expect(await page.locator("#messages li.error").count()).toBe(0);
+    expect(pageErrors).toEqual([]);
+
+    mkdirSync(ARTIFACTS, { recursive: true });
+    await page.screenshot({ path: SCREENSHOT, fullPage: true });
+    expect(statSync(SCREENSHOT).size).toBeGreaterThan(10_000);
+  });
+
+  it("turning LeanVision off starts over with stock llama.cpp's 576 image tokens", async () => {
+    await page.getByTestId("lean").uncheck();
+    await ask("And now without LeanVision?", 3);
+    const third = await timingRow(2);
+    expect(third).toMatchObject({ turn: 1, reducer: "none", visual: 576, reused: 0 });
+    expect(await page.getByTestId("messages").textContent()).toContain("Started over with none");
+    // Stock llama.cpp's llava graph appends CLS after the patches, then feeds the projector rows
+    // 1..576 (clip.cpp's patch_offset): patch 0 is left out and CLS goes in. The overlay shows that.
+    const view = page.getByTestId("overlay");
+    expect(await view.getAttribute("data-kept")).toBe("575");
+    expect(await view.getAttribute("data-merged-or-dropped")).toBe("1");
+    expect(await drawnCells()).toEqual({ blue: 575, orange: 0 });
+  });
+
+  it("answers bad requests with a typed error instead of crashing", async () => {
+    const noImage = await fetch(new URL("/api/chat", app.url), {
+      method: "POST",
+      body: JSON.stringify({ conversation: "fresh", text: "hello", leanVision: true, budget: BUDGETS[0].value })
+    });
+    expect(await noImage.text()).toMatch(/event: error\ndata: .*"code":"INVALID_INPUT".*pick or drop an image/);
+
+    const badBudget = await fetch(new URL("/api/chat", app.url), {
+      method: "POST",
+      body: JSON.stringify({ conversation: "x", text: "hi", image: "AAAA", leanVision: true, budget: "visionzip:lots" })
+    });
+    expect(await badBudget.text()).toMatch(/event: error\ndata: .*"code":"INVALID_/);
+
+    const notAnImage = await fetch(new URL("/api/chat", app.url), {
+      method: "POST",
+      body: JSON.stringify({ conversation: "y", text: "hi", image: Buffer.from("not an image").toString("base64"), leanVision: true, budget: BUDGETS[0].value })
+    });
+    expect(await notAnImage.text()).toMatch(/event: error\ndata: .*"code":"IMAGE_DECODE"/);
+
+    const notJson = await fetch(new URL("/api/chat", app.url), { method: "POST", body: "{nope" });
+    expect(notJson.status).toBe(400);
+    expect(await notJson.json()).toMatchObject({ code: "INVALID_INPUT" });
+
+    // The server is still serving.
+    expect((await fetch(app.url)).status).toBe(200);
+  });
+});
