@@ -13,6 +13,7 @@
 // TypeScript side turns into a LeanVisionError.
 #include "vision.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -79,6 +80,7 @@ struct Capture {
     CaptureMode mode = CaptureMode::None;
     std::string keyName;  // "Kcur-<il>" of the feature layer
     bool sawKeys = false;
+    int deepestKeyLayer = -1;  // highest <il> of any Kcur-<il> in the graph, to check keyName is the last layer run
     std::vector<float> hidden, attention, keys;
     std::vector<int32_t> projectorRows;
     int numTokens = 0, dim = 0, heads = 0, keyDim = 0;
@@ -244,7 +246,10 @@ bool OnEval(ggml_tensor * t, bool ask, void * user_data) {
     const bool isKeys = full && c.keyName == t->name;
     // The first SOFT_MAX after the feature layer's Kcur is that layer's attention (flash attention is off).
     const bool isAttention = full && c.sawKeys && c.attention.empty() && t->op == GGML_OP_SOFT_MAX;
-    if (ask) return isKeys || isAttention || IsProjectorInput(t);
+    if (ask) {
+        if (full && std::strncmp(t->name, "Kcur-", 5) == 0) c.deepestKeyLayer = std::max(c.deepestKeyLayer, std::atoi(t->name + 5));
+        return isKeys || isAttention || IsProjectorInput(t);
+    }
 
     if (isKeys) {
         // [headDim, heads, tokens] -> keys averaged over heads, [tokens x headDim]
@@ -391,6 +396,10 @@ void Encode(VisionContext & vc, const std::vector<uint8_t> & rgb, int width, int
     if (c.hidden.empty()) throw CodedError("ENCODE_FAILED", "the projector input was not seen during the encode (unexpected graph)");
     if (mode == CaptureMode::Full) {
         if (c.keys.empty()) throw CodedError("ENCODE_FAILED", "the feature layer's keys (" + c.keyName + ") were not seen during the encode");
+        if (c.deepestKeyLayer != vc.info.featureLayerIndex) {
+            throw CodedError("UNSUPPORTED_MODEL", "the graph runs encoder layers up to " + std::to_string(c.deepestKeyLayer) +
+                                                      " but the mmproj's metadata says " + std::to_string(vc.info.featureLayerIndex));
+        }
         if (c.attention.size() != (size_t)c.heads * c.numTokens * c.numTokens) {
             throw CodedError("ENCODE_FAILED", "the feature layer's attention was not captured (is flash attention on?)");
         }
