@@ -6,7 +6,7 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { getLlama, type Llama, type LlamaModel } from "node-llama-cpp";
 import { LeanVisionError } from "@leanvision/core";
-import { GGUF_PROFILES, ensureLlavaGguf, mmprojFile, sampleImagePath, writeGguf } from "../../testkit/src/gguf/index.js";
+import { GGUF_PROFILES, ensureLlavaGguf, kv, mmprojFile, sampleImagePath, writeGguf } from "../../testkit/src/gguf/index.js";
 import { loadVisionModel, type LlamaVisionModel } from "../src/vision-model.js";
 
 let llama: Llama;
@@ -170,6 +170,19 @@ describe("loading", () => {
       const err = await expectCode(loadVisionModel({ llama, model, mmprojPath: lm }), "INVALID_INPUT");
       expect(err.message).toMatch(/not a vision mmproj/);
       await expectCode(loadVisionModel({ llama, model, mmprojPath: path.join(dir, "missing.gguf") }), "INVALID_INPUT");
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("a projector type other than LLaVA's mlp → UNSUPPORTED_MODEL", async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), "lv-ldp-"));
+    try {
+      const file = mmprojFile(GGUF_PROFILES.tiny);
+      const ldp = path.join(dir, "mmproj-ldp.gguf");
+      await writeGguf(ldp, { ...file, metadata: file.metadata.map(([k, v]) => (k === "clip.projector_type" ? [k, kv.str("ldp")] as const : [k, v] as const)) });
+      const err = await expectCode(loadVisionModel({ llama, model, mmprojPath: ldp }), "UNSUPPORTED_MODEL");
+      expect(err.message).toMatch(/'ldp'/);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
