@@ -2,7 +2,13 @@
 // (CLIP-L/14 at 336 px), SigLIP-so400m at 384 px and the official TokenPacker projector.
 // Values are random (seeded); reducer cost depends only on the shapes.
 //
-//   pnpm --filter @leanvision/core build && pnpm --filter @leanvision/core bench [-- --iterations 10 --json]
+// Each row: 20 warm-up runs (JIT, caches), then --iterations timed runs (default 200; the
+// TokenPacker projector, seconds per run, gets 1 warm-up and at most 3), reporting the median and
+// minimum wall-clock time and the median process CPU time (the steadier one on a shared machine).
+// The LLaVA-NeXT rows reduce 5 crops of 577 tokens (AnyRes: base image + 4 tiles) one by one and
+// time all five together.
+//
+//   pnpm --filter @leanvision/core build && pnpm --filter @leanvision/core bench [-- --iterations 200 --json --skip-tokenpacker]
 import { cpus } from "node:os";
 import { performance } from "node:perf_hooks";
 import { parseArgs } from "node:util";
@@ -14,7 +20,11 @@ const core = await import("../dist/index.js").catch((e) => {
 const { reduce, parseReducerSpec, formatReducerSpec, tokenPacker } = core;
 
 const { values: args } = parseArgs({
-  options: { iterations: { type: "string", default: "10" }, json: { type: "boolean", default: false } }
+  options: {
+    iterations: { type: "string", default: "200" },
+    json: { type: "boolean", default: false },
+    "skip-tokenpacker": { type: "boolean", default: false }
+  }
 });
 const iterations = Number(args.iterations);
 if (!Number.isInteger(iterations) || iterations < 1) {
@@ -66,8 +76,8 @@ function features({ side, dim, heads, headDim, clsIndex }, seed) {
 }
 
 /** Wall and process CPU time per run; CPU time is the steadier one on a shared machine. */
-function time(fn, runs) {
-  fn(); // warm-up: JIT and allocation
+function time(fn, runs, warmup = 20) {
+  for (let i = 0; i < warmup; i++) fn(); // JIT, allocation, caches
   const wall = [];
   const cpu = [];
   let result;
@@ -81,7 +91,8 @@ function time(fn, runs) {
   }
   for (const xs of [wall, cpu]) xs.sort((a, b) => a - b);
   const mid = Math.floor(runs / 2);
-  return { medianMs: wall[mid], minMs: wall[0], medianCpuMs: cpu[mid], runs, tokens: result.numTokens };
+  const tokens = Array.isArray(result) ? result.reduce((n, r) => n + r.numTokens, 0) : result.numTokens;
+  return { medianMs: wall[mid], minMs: wall[0], medianCpuMs: cpu[mid], runs, tokens };
 }
 
 const encoders = {
@@ -92,16 +103,16 @@ const encoders = {
 const specs = {
   "CLIP-L/14-336 (LLaVA-1.5)": [
     "none",
-    "visionzip:dominant=54,contextual=10",
-    "visionzip:dominant=108,contextual=20",
-    "visionzip:dominant=162,contextual=30",
-    "visionzip-adaptive:coverage=0.5,min=32,max=192,contextual=10",
-    "pool:stride=2",
-    "pool:stride=3",
-    "regionpack:scale=2",
-    "regionpack:scale=3"
+    "visionzip:54+10",
+    "visionzip:108+20",
+    "visionzip:162+30",
+    "visionzip:auto:0.5+10:32-192",
+    "pool:2",
+    "pool:3",
+    "regionpack:2",
+    "regionpack:3"
   ],
-  "SigLIP-so400m-384": ["none", "visionzip:dominant=54,contextual=10", "pool:stride=3", "regionpack:scale=3"]
+  "SigLIP-so400m-384": ["none", "visionzip:54+10", "pool:3", "regionpack:3"]
 };
 
 const rows = [];
@@ -113,8 +124,23 @@ for (const [encoder, shape] of Object.entries(encoders)) {
   }
 }
 
-// The official TokenPacker projector (CLIP-L sizes, scale 2): 576 patches + 4-level features -> 144 LLM tokens.
+// LLaVA-NeXT (AnyRes, 336 px tiles): the base image and 4 tiles, 5 x 577 tokens, each crop reduced on its own.
 {
+  const encoder = "CLIP-L/14-336, LLaVA-NeXT 5 crops";
+  const crops = [0, 1, 2, 3, 4].map((i) => features(encoders["CLIP-L/14-336 (LLaVA-1.5)"], 100 + i));
+  for (const text of ["none", "visionzip:54+10", "visionzip:108+20", "pool:2", "regionpack:2"]) {
+    const spec = parseReducerSpec(text);
+    rows.push({
+      encoder,
+      reducer: formatReducerSpec(spec),
+      inputTokens: crops.length * crops[0].numTokens,
+      ...time(() => crops.map((f) => reduce(f, spec)), iterations)
+    });
+  }
+}
+
+// The official TokenPacker projector (CLIP-L sizes, scale 2): 576 patches + 4-level features -> 144 LLM tokens.
+if (!args["skip-tokenpacker"]) {
   const rand = random(7);
   const linear = (out, inp, bias = true) => ({
     weight: { data: randomArray(out * inp, rand, 0.02), shape: [out, inp] },
@@ -147,7 +173,7 @@ for (const [encoder, shape] of Object.entries(encoders)) {
     encoder: "CLIP-L/14-336 (LLaVA-1.5)",
     reducer: "tokenPacker (trained projector, scale 2, 8 heads, -> 4096-d)",
     inputTokens: 576,
-    ...time(() => tokenPacker(input, weights, { scaleFactor: 2, numHeads: 8 }), runs)
+    ...time(() => tokenPacker(input, weights, { scaleFactor: 2, numHeads: 8 }), runs, 1)
   });
 }
 
@@ -155,7 +181,7 @@ const machine = `${cpus()[0]?.model ?? "unknown CPU"}, ${cpus().length} logical 
 if (args.json) {
   console.log(JSON.stringify({ machine, iterations, rows }, null, 2));
 } else {
-  console.log(`@leanvision/core reducers: ${machine}; wall-clock median and min and process CPU median over the runs, after one warm-up`);
+  console.log(`@leanvision/core reducers: ${machine}; wall-clock median and min and process CPU median over the runs, after 20 warm-up runs (TokenPacker: 1)`);
   console.log("| encoder | reducer | tokens in -> out | runs | median ms | min ms | median CPU ms |");
   console.log("| --- | --- | --- | ---: | ---: | ---: | ---: |");
   for (const r of rows) {

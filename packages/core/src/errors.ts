@@ -7,7 +7,8 @@ export type CoreErrorCode =
   | "INVALID_SPEC"
   | "INVALID_INPUT"
   | "MISSING_WEIGHT"
-  | "BAD_WEIGHT_SHAPE";
+  | "BAD_WEIGHT_SHAPE"
+  | "NON_FINITE";
 
 /**
  * The one error type LeanVision throws for bad input or an unusable setup.

@@ -67,17 +67,6 @@ export function checkInteger(reducer: string, name: string, value: unknown, min:
   return value as number;
 }
 
-/**
- * Token indices of the patches, in grid (row-major) order: every token but the CLS one.
- * Ascending, so a window or region listed row by row lists ascending token indices too.
- */
-export function patchTokenIndices(f: VisionFeatures): Int32Array {
-  const out = new Int32Array(f.numTokens - (f.clsIndex === null ? 0 : 1));
-  let p = 0;
-  for (let t = 0; t < f.numTokens; t++) if (t !== f.clsIndex) out[p++] = t;
-  return out;
-}
-
 /** Collects output tokens row by row, with their provenance. */
 export class TokenWriter {
   readonly hidden: Float32Array;
@@ -97,11 +86,6 @@ export class TokenWriter {
     return this.hidden.subarray(row * this.dim, (row + 1) * this.dim);
   }
 
-  /** Appends an input token unchanged. */
-  copy(kind: TokenKind, f: VisionFeatures, token: number): void {
-    this.push(kind, Int32Array.of(token)).set(f.hidden.subarray(token * f.dim, (token + 1) * f.dim));
-  }
-
   finish(): ReducedTokens {
     const numTokens = this.provenance.length;
     return {
@@ -110,5 +94,90 @@ export class TokenWriter {
       dim: this.dim,
       provenance: this.provenance
     };
+  }
+}
+
+/** A one-token provenance source list (new + store beats Int32Array.of by 2-3x). */
+export function single(t: number): Int32Array {
+  const sources = new Int32Array(1);
+  sources[0] = t;
+  return sources;
+}
+
+/** Token index of patch `p` (grid position, row-major): patches are every token but CLS. */
+export function patchToken(p: number, clsIndex: number | null): number {
+  return clsIndex !== null && p >= clsIndex ? p + 1 : p;
+}
+
+/**
+ * True when a[start..end) holds no NaN or ±Infinity. x*0 is ±0 for every finite x and NaN
+ * otherwise, so four running sums stay zero exactly when everything is finite.
+ */
+export function allFinite(a: Float32Array | Float64Array, start: number, end: number): boolean {
+  let s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+  let i = start;
+  for (; i + 4 <= end; i += 4) {
+    s0 += a[i] * 0;
+    s1 += a[i + 1] * 0;
+    s2 += a[i + 2] * 0;
+    s3 += a[i + 3] * 0;
+  }
+  for (; i < end; i++) s0 += a[i] * 0;
+  return s0 + s1 + s2 + s3 === 0;
+}
+
+const describeValue = (v: number) => (Number.isNaN(v) ? "NaN" : v > 0 ? "Infinity" : "-Infinity");
+
+/** NON_FINITE for a bad value in one of the feature layer's inputs. */
+export function nonFiniteError(
+  reducer: string,
+  input: "hidden" | "attention" | "keys",
+  value: number,
+  where: string
+): LeanVisionError {
+  const fix =
+    input === "attention"
+      ? "the captured attention probabilities are broken (an fp16 overflow in the encoder, or a buffer read before it was written)"
+      : "the vision encoder produced broken features (an fp16 overflow, bad weights, or a buffer read before it was written)";
+  return new LeanVisionError(
+    "NON_FINITE",
+    `${reducer}: ${input} holds ${describeValue(value)} at ${where}; ${fix}. ` +
+      `Run the encoder in fp32 or check its weights and the image preprocessing, and capture the features again: ` +
+      `no reducer output is meaningful with non-finite inputs.`
+  );
+}
+
+/**
+ * Throws NON_FINITE unless every value of the output rows is finite. Every output row is built
+ * from the input hidden rows it covers, so a NaN or ±Infinity among the hidden states of tokens
+ * that reach the output shows up here; the error names the first such input token.
+ */
+export function checkOutputFinite(f: VisionFeatures, out: ReducedTokens, reducer: string): void {
+  if (!allFinite(out.hidden, 0, out.hidden.length)) throwNonFiniteOutput(f, out, reducer);
+}
+
+/** NON_FINITE for output rows known to hold a NaN or ±Infinity, naming the input token behind it. */
+export function throwNonFiniteOutput(f: VisionFeatures, out: ReducedTokens, reducer: string): never {
+  const { hidden, dim } = out;
+  for (let row = 0; row < out.numTokens; row++) {
+    if (allFinite(hidden, row * dim, (row + 1) * dim)) continue;
+    for (const t of out.provenance[row].sources) throwIfHiddenNonFinite(f, t, reducer);
+    break;
+  }
+  // Not in the covered rows themselves (e.g. a zero-weight bilinear tap next to them): any token.
+  for (let t = 0; t < f.numTokens; t++) throwIfHiddenNonFinite(f, t, reducer);
+  throw new LeanVisionError(
+    "NON_FINITE",
+    `${reducer}: the output overflowed float32 although the hidden states are finite; ` +
+      `the hidden states are far too large (check the encoder's feature layer and its scaling).`
+  );
+}
+
+function throwIfHiddenNonFinite(f: VisionFeatures, t: number, reducer: string): void {
+  const { hidden, dim } = f;
+  if (allFinite(hidden, t * dim, (t + 1) * dim)) return;
+  for (let d = 0; d < dim; d++) {
+    const v = hidden[t * dim + d];
+    if (!Number.isFinite(v)) throw nonFiniteError(reducer, "hidden", v, `token ${t}, dim ${d}`);
   }
 }

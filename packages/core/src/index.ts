@@ -18,3 +18,5 @@ export {
   type StateDictTensor
 } from "./tokenpacker.js";
 export { reduce, parseReducerSpec, formatReducerSpec } from "./reduce.js";
+export { keepMask, MASK_MERGED_OR_DROPPED, MASK_KEPT, MASK_CONTEXTUAL_TARGET } from "./mask.js";
+export { ADAPTIVE_DEFAULT_MIN, ADAPTIVE_DEFAULT_MAX, SPEC_HELP } from "./reduce.js";

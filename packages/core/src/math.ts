@@ -138,7 +138,7 @@ export function bilinearResize(
 }
 
 /** For each output index: the two input indices it reads and the weight of the second. */
-function sourceTaps(inSize: number, outSize: number): Array<[number, number, number]> {
+export function sourceTaps(inSize: number, outSize: number): Array<[number, number, number]> {
   const scale = inSize / outSize;
   const taps: Array<[number, number, number]> = [];
   for (let d = 0; d < outSize; d++) {
@@ -148,4 +148,33 @@ function sourceTaps(inSize: number, outSize: number): Array<[number, number, num
     taps.push([i0, i1, src - i0]);
   }
   return taps;
+}
+
+/**
+ * acc[0..dim) = the sum of hidden rows list[0..m) (m >= 1), four rows per pass over acc so the
+ * float64 accumulator is read and written once per four rows; acc needs no clearing.
+ */
+export function sumRows(hidden: Float32Array, dim: number, list: Int32Array, m: number, acc: Float64Array): void {
+  let i = 0;
+  if (m >= 4) {
+    const a = list[0] * dim, b = list[1] * dim, c = list[2] * dim, e = list[3] * dim;
+    for (let d = 0; d < dim; d++) acc[d] = hidden[a + d] + hidden[b + d] + (hidden[c + d] + hidden[e + d]);
+    i = 4;
+  } else {
+    const a = list[0] * dim;
+    for (let d = 0; d < dim; d++) acc[d] = hidden[a + d];
+    i = 1;
+  }
+  for (; i + 4 <= m; i += 4) {
+    const a = list[i] * dim, b = list[i + 1] * dim, c = list[i + 2] * dim, e = list[i + 3] * dim;
+    for (let d = 0; d < dim; d++) acc[d] += hidden[a + d] + hidden[b + d] + (hidden[c + d] + hidden[e + d]);
+  }
+  for (; i + 2 <= m; i += 2) {
+    const a = list[i] * dim, b = list[i + 1] * dim;
+    for (let d = 0; d < dim; d++) acc[d] += hidden[a + d] + hidden[b + d];
+  }
+  if (i < m) {
+    const a = list[i] * dim;
+    for (let d = 0; d < dim; d++) acc[d] += hidden[a + d];
+  }
 }

@@ -1,8 +1,8 @@
 import { LeanVisionError } from "./errors.js";
-import { checkFeatures, patchTokenIndices, TokenWriter } from "./features.js";
+import { checkFeatures, checkOutputFinite, single } from "./features.js";
 import { poolTokens } from "./pool.js";
 import { regionPack } from "./regionpack.js";
-import type { ReducedTokens, ReducerSpec, VisionFeatures } from "./types.js";
+import type { ReducedTokens, ReducerSpec, TokenProvenance, VisionFeatures } from "./types.js";
 import { visionZip, visionZipAdaptive } from "./visionzip.js";
 
 /** Runs the reducer a spec names. `none` passes every patch through (drops CLS), as LLaVA does. */
@@ -25,13 +25,24 @@ export function reduce(f: VisionFeatures, spec: ReducerSpec): ReducedTokens {
 
 function allPatches(f: VisionFeatures): ReducedTokens {
   checkFeatures(f, "reduce(none)");
-  const patchTokens = patchTokenIndices(f);
-  const out = new TokenWriter(patchTokens.length, f.dim);
-  for (const t of patchTokens) out.copy("patch", f, t);
-  return out.finish();
+  const { hidden, dim, numTokens, clsIndex } = f;
+  const cls = clsIndex ?? numTokens;
+  // Everything but the CLS row, in two contiguous copies.
+  const out = new Float32Array((numTokens - (clsIndex === null ? 0 : 1)) * dim);
+  out.set(hidden.subarray(0, cls * dim), 0);
+  if (cls < numTokens) out.set(hidden.subarray((cls + 1) * dim), cls * dim);
+  const provenance: TokenProvenance[] = [];
+  for (let t = 0; t < numTokens; t++) if (t !== clsIndex) provenance.push({ kind: "patch", sources: single(t) });
+  const reduced: ReducedTokens = { hidden: out, numTokens: provenance.length, dim, provenance };
+  checkOutputFinite(f, reduced, "reduce(none)");
+  return reduced;
 }
 
-/** Parameter names of each spec kind, in the order formatReducerSpec writes them. */
+/** Default bounds of the adaptive budget in the short spec form `visionzip:auto:COVERAGE+C`. */
+export const ADAPTIVE_DEFAULT_MIN = 16;
+export const ADAPTIVE_DEFAULT_MAX = 192;
+
+/** Parameter names of each spec kind in the long form `kind:name=value,...`. */
 const PARAMS = {
   none: [],
   visionzip: ["dominant", "contextual"],
@@ -40,21 +51,60 @@ const PARAMS = {
   regionpack: ["scale"]
 } as const satisfies Record<ReducerSpec["kind"], readonly string[]>;
 
-const SPEC_HELP =
-  "write a reducer as none, visionzip:dominant=54,contextual=10, " +
-  "visionzip-adaptive:coverage=0.9,min=32,max=160,contextual=10, pool:stride=2 or regionpack:scale=2";
+export const SPEC_HELP =
+  "write a reducer as none, visionzip:D+C (D dominant tokens counting CLS, C contextual, e.g. visionzip:54+10), " +
+  `visionzip:auto:COVERAGE+C[:MIN-MAX] (adaptive dominant count, e.g. visionzip:auto:0.9+10, MIN-MAX defaults to ` +
+  `${ADAPTIVE_DEFAULT_MIN}-${ADAPTIVE_DEFAULT_MAX}), pool:S (S x S windows, e.g. pool:2) or regionpack:S (e.g. regionpack:2); ` +
+  "the long forms visionzip:dominant=54,contextual=10, visionzip-adaptive:coverage=0.9,min=32,max=160,contextual=10, " +
+  "pool:stride=2 and regionpack:scale=2 work too";
+
+/** A number in a short spec: decimal, optional sign, fraction and exponent (what String(number) writes). */
+const NUM = String.raw`[+-]?(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?`;
+const SHORT: Record<string, [RegExp, (m: string[]) => ReducerSpec]> = {
+  visionzip: [
+    new RegExp(`^(${NUM})\\+(${NUM})$`, "i"),
+    ([, dominant, contextual]) => ({ kind: "visionzip", dominant: +dominant, contextual: +contextual })
+  ],
+  "visionzip:auto": [
+    new RegExp(`^(${NUM})\\+(${NUM})(?::(${NUM})-(${NUM}))?$`, "i"),
+    ([, coverage, contextual, min, max]) => ({
+      kind: "visionzip-adaptive",
+      coverage: +coverage,
+      min: min === undefined ? ADAPTIVE_DEFAULT_MIN : +min,
+      max: max === undefined ? ADAPTIVE_DEFAULT_MAX : +max,
+      contextual: +contextual
+    })
+  ],
+  pool: [new RegExp(`^(${NUM})$`, "i"), ([, stride]) => ({ kind: "pool", stride: +stride })],
+  regionpack: [new RegExp(`^(${NUM})$`, "i"), ([, scale]) => ({ kind: "regionpack", scale: +scale })]
+};
 
 /**
- * Parses the command-line form of a reducer, `kind[:name=value,...]`, e.g.
- * `visionzip:dominant=54,contextual=10`. Values are checked against the image by the reducer itself.
+ * Parses the command-line form of a reducer. Short forms: `none`, `visionzip:54+10` (dominant +
+ * contextual), `visionzip:auto:0.9+10` or `visionzip:auto:0.9+10:16-192` (adaptive: coverage +
+ * contextual, dominant count within MIN-MAX, default 16-192), `pool:2`, `regionpack:2`. The long
+ * form `kind:name=value,...` (e.g. `visionzip:dominant=54,contextual=10`) works too. Values are
+ * checked against the image by the reducer itself.
  */
 export function parseReducerSpec(text: string): ReducerSpec {
   const fail = (why: string): never => {
     throw new LeanVisionError("INVALID_SPEC", `reducer "${text}": ${why}; ${SPEC_HELP}`);
   };
   if (typeof text !== "string") fail("expected a string");
-  const [kind, body = ""] = text.trim().split(/:(.*)/s);
+  const [kind, rest = ""] = text.trim().split(/:(.*)/s);
   if (!Object.hasOwn(PARAMS, kind)) fail(`unknown kind "${kind}"`);
+  const body = rest.trim();
+  if (body !== "" && !body.includes("=")) {
+    const auto = kind === "visionzip" && /^auto:/i.test(body);
+    const short = SHORT[auto ? "visionzip:auto" : kind];
+    if (!short) fail(`"${kind}" takes no short form`);
+    const match = short[0].exec((auto ? body.slice(5) : body).replace(/\s+/g, ""));
+    if (!match) {
+      const form = { visionzip: auto ? "visionzip:auto:COVERAGE+C[:MIN-MAX]" : "visionzip:D+C", pool: "pool:S", regionpack: "regionpack:S" };
+      fail(`expected ${form[kind as keyof typeof form]} with numbers`);
+    }
+    return short[1](match as string[]);
+  }
   const names: readonly string[] = PARAMS[kind as ReducerSpec["kind"]];
   const values: Record<string, number> = {};
   for (const pair of body.split(",").filter((p) => p.trim() !== "")) {
@@ -70,9 +120,23 @@ export function parseReducerSpec(text: string): ReducerSpec {
   return { kind, ...values } as ReducerSpec;
 }
 
-/** The inverse of parseReducerSpec, for labels and command lines. */
+/**
+ * The short form of a spec, for labels, JSON `reducer` fields and command lines; parseReducerSpec
+ * reads it back: `none`, `visionzip:54+10`, `visionzip:auto:0.9+10:16-192`, `pool:2`, `regionpack:2`.
+ */
 export function formatReducerSpec(spec: ReducerSpec): string {
-  const names: readonly string[] = PARAMS[spec.kind];
-  const values = spec as unknown as Record<string, number>;
-  return names.length ? `${spec.kind}:${names.map((n) => `${n}=${values[n]}`).join(",")}` : spec.kind;
+  switch (spec.kind) {
+    case "none":
+      return "none";
+    case "visionzip":
+      return `visionzip:${spec.dominant}+${spec.contextual}`;
+    case "visionzip-adaptive":
+      return `visionzip:auto:${spec.coverage}+${spec.contextual}:${spec.min}-${spec.max}`;
+    case "pool":
+      return `pool:${spec.stride}`;
+    case "regionpack":
+      return `regionpack:${spec.scale}`;
+    default:
+      throw new LeanVisionError("INVALID_SPEC", `unknown reducer ${JSON.stringify(spec)}; ${SPEC_HELP}`);
+  }
 }

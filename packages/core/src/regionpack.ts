@@ -1,7 +1,7 @@
 import { LeanVisionError } from "./errors.js";
-import { checkFeatures, checkInteger, patchTokenIndices, TokenWriter } from "./features.js";
-import { bilinearResize, softmaxInPlace } from "./math.js";
-import type { ReducedTokens, VisionFeatures } from "./types.js";
+import { allFinite, checkFeatures, checkInteger, patchToken, throwNonFiniteOutput } from "./features.js";
+import { softmaxInPlace, sourceTaps } from "./math.js";
+import type { ReducedTokens, TokenProvenance, VisionFeatures } from "./types.js";
 
 export interface RegionPackOptions {
   /** Each scale x scale region of patches becomes one token; must divide both grid sides. */
@@ -18,34 +18,135 @@ export function regionPack(f: VisionFeatures, options: RegionPackOptions): Reduc
   const { rows, cols } = f.grid;
   const scale = checkInteger("regionPack", "scale", options?.scale, 1, Math.min(rows, cols));
   const regions = checkRegionGrid("regionPack", rows, cols, scale);
-  const patchTokens = patchTokenIndices(f);
-  const { dim, hidden } = f;
-  const queries = bilinearResize(hidden, dim, rows, cols, regions.rows, regions.cols, (r, c) => patchTokens[r * cols + c]);
-
-  const out = new TokenWriter(regions.rows * regions.cols, dim);
-  const weights = new Float64Array(scale * scale);
+  const { dim, hidden, clsIndex } = f;
+  const ys = sourceTaps(rows, regions.rows);
+  const xs = sourceTaps(cols, regions.cols);
+  const size = scale * scale;
+  const numTokens = regions.rows * regions.cols;
+  const out = new Float32Array(numTokens * dim);
+  const provenance: TokenProvenance[] = [];
+  const region = new Int32Array(size);
+  const query = new Float32Array(dim);
+  const weights = new Float64Array(size);
+  const acc = new Float64Array(size > 4 ? dim : 0);
   const invSqrtDim = 1 / Math.sqrt(dim);
+  let finite = true;
+
   for (let i = 0; i < regions.rows; i++) {
+    const [r0, r1, wr1] = ys[i];
     for (let j = 0; j < regions.cols; j++) {
-      const region = regionPatches(i, j, scale, cols).map((p) => patchTokens[p]);
-      const q = (i * regions.cols + j) * dim;
-      for (let k = 0; k < region.length; k++) {
-        const row = region[k] * dim;
-        let s = 0;
-        for (let d = 0; d < dim; d++) s += queries[q + d] * hidden[row + d];
-        weights[k] = s * invSqrtDim;
+      let m = 0;
+      for (let r = i * scale; r < (i + 1) * scale; r++) {
+        for (let c = j * scale; c < (j + 1) * scale; c++) region[m++] = patchToken(r * cols + c, clsIndex);
       }
-      softmaxInPlace(weights, region.length);
-      const sum = new Float64Array(dim);
-      for (let k = 0; k < region.length; k++) {
-        const row = region[k] * dim;
-        const weight = weights[k];
-        for (let d = 0; d < dim; d++) sum[d] += weight * hidden[row + d];
+      // The point query: bilinear downsample at this region, as bilinearResize computes it.
+      const [c0, c1, wc1] = xs[j];
+      const a = patchToken(r0 * cols + c0, clsIndex) * dim, b = patchToken(r0 * cols + c1, clsIndex) * dim;
+      const c = patchToken(r1 * cols + c0, clsIndex) * dim, e = patchToken(r1 * cols + c1, clsIndex) * dim;
+      const wa = (1 - wr1) * (1 - wc1), wb = (1 - wr1) * wc1, wc = wr1 * (1 - wc1), we = wr1 * wc1;
+      if (size === 4 && a === region[0] * dim && b === region[1] * dim && c === region[2] * dim && e === region[3] * dim) {
+        // Scale 2: the query's four taps are the region's own patches, so one pass over them
+        // builds the query (rounded to float32 like the stored one) and all four logits.
+        let s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+        for (let d = 0; d < dim; d++) {
+          const ha = hidden[a + d], hb = hidden[b + d], hc = hidden[c + d], he = hidden[e + d];
+          const q = Math.fround(wa * ha + wb * hb + wc * hc + we * he);
+          s0 += q * ha;
+          s1 += q * hb;
+          s2 += q * hc;
+          s3 += q * he;
+        }
+        weights[0] = s0 * invSqrtDim;
+        weights[1] = s1 * invSqrtDim;
+        weights[2] = s2 * invSqrtDim;
+        weights[3] = s3 * invSqrtDim;
+      } else {
+        for (let d = 0; d < dim; d++) query[d] = wa * hidden[a + d] + wb * hidden[b + d] + wc * hidden[c + d] + we * hidden[e + d];
+        logits(hidden, dim, region, size, query, invSqrtDim, weights);
       }
-      out.push("packed", Int32Array.from(region)).set(sum);
+      softmaxInPlace(weights, size);
+      const o = provenance.length * dim;
+      weightedSum(hidden, dim, region, weights, size, acc, out, o);
+      // A convex combination of finite rows is finite: a non-finite input row shows up here, in cache.
+      finite &&= allFinite(out, o, o + dim);
+      provenance.push({ kind: "packed", sources: region.slice() });
     }
   }
-  return out.finish();
+  const reduced: ReducedTokens = { hidden: out, numTokens, dim, provenance };
+  if (!finite) throwNonFiniteOutput(f, reduced, "regionPack");
+  return reduced;
+}
+
+/** weights[k] = (query · hidden row list[k]) * scale for k < m, four rows per pass over the query. */
+function logits(
+  hidden: Float32Array,
+  dim: number,
+  list: Int32Array,
+  m: number,
+  query: Float32Array,
+  scale: number,
+  weights: Float64Array
+): void {
+  let k = 0;
+  for (; k + 4 <= m; k += 4) {
+    const h0 = list[k] * dim, h1 = list[k + 1] * dim, h2 = list[k + 2] * dim, h3 = list[k + 3] * dim;
+    let s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    for (let d = 0; d < dim; d++) {
+      const q = query[d];
+      s0 += q * hidden[h0 + d];
+      s1 += q * hidden[h1 + d];
+      s2 += q * hidden[h2 + d];
+      s3 += q * hidden[h3 + d];
+    }
+    weights[k] = s0 * scale;
+    weights[k + 1] = s1 * scale;
+    weights[k + 2] = s2 * scale;
+    weights[k + 3] = s3 * scale;
+  }
+  for (; k < m; k++) {
+    const h0 = list[k] * dim;
+    let s = 0;
+    for (let d = 0; d < dim; d++) s += query[d] * hidden[h0 + d];
+    weights[k] = s * scale;
+  }
+}
+
+/**
+ * out[o..o+dim) = sum over k of weights[k] * hidden row list[k], added up from 0 in k order (as
+ * the plain loop would), four rows per pass; `acc` holds the float64 partial sums when m > 4.
+ */
+function weightedSum(
+  hidden: Float32Array,
+  dim: number,
+  list: Int32Array,
+  weights: Float64Array,
+  m: number,
+  acc: Float64Array,
+  out: Float32Array,
+  o: number
+): void {
+  if (m === 1) {
+    const a = list[0] * dim, wa = weights[0];
+    for (let d = 0; d < dim; d++) out[o + d] = 0 + wa * hidden[a + d];
+    return;
+  }
+  let k = 0;
+  for (; k + 4 <= m; k += 4) {
+    const a = list[k] * dim, b = list[k + 1] * dim, c = list[k + 2] * dim, e = list[k + 3] * dim;
+    const wa = weights[k], wb = weights[k + 1], wc = weights[k + 2], we = weights[k + 3];
+    if (m === 4) {
+      for (let d = 0; d < dim; d++) out[o + d] = 0 + wa * hidden[a + d] + wb * hidden[b + d] + wc * hidden[c + d] + we * hidden[e + d];
+      return;
+    }
+    if (k === 0) for (let d = 0; d < dim; d++) acc[d] = 0 + wa * hidden[a + d] + wb * hidden[b + d] + wc * hidden[c + d] + we * hidden[e + d];
+    else for (let d = 0; d < dim; d++) acc[d] = acc[d] + wa * hidden[a + d] + wb * hidden[b + d] + wc * hidden[c + d] + we * hidden[e + d];
+  }
+  if (k === 0) acc.fill(0);
+  for (; k < m; k++) {
+    const a = list[k] * dim, w = weights[k];
+    for (let d = 0; d < dim; d++) acc[d] += w * hidden[a + d];
+  }
+  for (let d = 0; d < dim; d++) out[o + d] = acc[d];
 }
 
 /** The grid of regions, or INVALID_OPTIONS when scale does not divide both sides. */

@@ -1,6 +1,16 @@
 import { LeanVisionError } from "./errors.js";
-import { checkAttention, checkFeatures, checkInteger, checkKeys, patchTokenIndices, TokenWriter } from "./features.js";
-import type { ReducedTokens, VisionFeatures } from "./types.js";
+import {
+  checkAttention,
+  checkFeatures,
+  checkInteger,
+  checkKeys,
+  checkOutputFinite,
+  nonFiniteError,
+  patchToken,
+  single
+} from "./features.js";
+import { sumRows } from "./math.js";
+import type { ReducedTokens, TokenProvenance, VisionFeatures } from "./types.js";
 
 export interface VisionZipOptions {
   /** Dominant tokens to keep, counting the CLS token when there is one (paper: 54, 108, 162). */
@@ -35,7 +45,7 @@ export function visionZip(f: VisionFeatures, options: VisionZipOptions): Reduced
 export function visionZipAdaptive(f: VisionFeatures, options: AdaptiveVisionZipOptions): ReducedTokens {
   const name = "visionZipAdaptive";
   const ranking = rankPatches(f, name);
-  const { ranked, scores, hasCls } = ranking;
+  const { sorted, hasCls } = ranking;
   const coverage = options?.coverage;
   if (typeof coverage !== "number" || !(coverage > 0 && coverage <= 1)) {
     throw new LeanVisionError("INVALID_OPTIONS", `${name}: coverage must be a number in (0, 1] (got ${coverage})`);
@@ -43,129 +53,253 @@ export function visionZipAdaptive(f: VisionFeatures, options: AdaptiveVisionZipO
   const min = checkInteger(name, "min", options.min, 1, f.numTokens);
   const max = checkInteger(name, "max", options.max, min, f.numTokens);
 
-  // Sum in rank order, so that with coverage 1 the running sum reaches the total exactly.
+  // Sum in rank order (sorted is ascending: read it backwards), so that with coverage 1 the
+  // running sum reaches the total exactly. Tied scores are equal, so their order does not matter.
+  const count = sorted.length;
   let total = 0;
-  for (const p of ranked) total += scores[p];
+  for (let i = count - 1; i >= 0; i--) total += sorted[i];
   let patches = 0;
-  for (let mass = 0; patches < ranked.length && mass < coverage * total; patches++) mass += scores[ranked[patches]];
+  for (let mass = 0; patches < count && mass < coverage * total; patches++) mass += sorted[count - 1 - patches];
 
   const chosenDominant = Math.min(max, Math.max(min, patches + (hasCls ? 1 : 0)));
   const reduced = zip(f, ranking, chosenDominant, options.contextual, name);
   return { ...reduced, chosenDominant };
 }
 
+interface PatchRanking {
+  /** Dominance score of each patch, in grid order. */
+  scores: Float64Array;
+  /** The same scores, ascending. */
+  sorted: Float64Array;
+  hasCls: boolean;
+}
+
 /**
  * Dominance score per patch (index into the patch list): with CLS, the CLS row of the attention
  * summed over heads; without CLS, the mean attention the patch receives over heads and queries.
- * Returns the patches ranked by score, highest first, lower index first on ties.
  */
 function rankPatches(f: VisionFeatures, reducer: string): PatchRanking {
   checkFeatures(f, reducer);
   checkAttention(f, reducer);
   const n = f.numTokens;
-  const patchTokens = patchTokenIndices(f);
-  const hasCls = f.clsIndex !== null;
-  // Attention each token receives from the scoring queries, summed over heads (contiguous rows).
+  const cls = f.clsIndex;
   const { attention, heads } = f;
-  const queries = hasCls ? [f.clsIndex as number] : Array.from({ length: n }, (_, q) => q);
+  // Attention each token receives from the scoring queries, summed over heads.
   const received = new Float64Array(n);
-  for (let h = 0; h < heads; h++) {
-    for (const q of queries) {
-      const row = (h * n + q) * n;
+  if (cls !== null) {
+    for (let h = 0; h < heads; h++) {
+      const row = (h * n + cls) * n;
       for (let t = 0; t < n; t++) received[t] += attention[row + t];
     }
+  } else {
+    columnSums(attention, heads * n, n, received);
   }
-  const perQuery = hasCls ? 1 : 1 / (heads * n);
-  const scores = Float64Array.from(patchTokens, (t) => received[t] * perQuery);
-  const ranked = Array.from(patchTokens.keys()).sort((a, b) => scores[b] - scores[a] || a - b);
-  return { ranked, scores, hasCls, patchTokens };
+  // Every attention value read went into one of these sums: a NaN or ±Infinity shows up here.
+  for (let t = 0; t < n; t++) {
+    if (received[t] * 0 !== 0) throw attentionError(f, t, reducer);
+  }
+
+  const scores = new Float64Array(n - (cls === null ? 0 : 1));
+  const perQuery = cls === null ? 1 / (heads * n) : 1;
+  for (let p = 0; p < scores.length; p++) scores[p] = received[patchToken(p, cls)] * perQuery;
+  return { scores, sorted: scores.slice().sort(), hasCls: cls !== null };
 }
 
-interface PatchRanking {
-  /** Token index of each patch, in grid order. */
-  patchTokens: Int32Array;
-  scores: Float64Array;
-  /** Patch positions (into patchTokens), best first. */
-  ranked: number[];
-  hasCls: boolean;
+/** acc[t] += sum over the rows of a[rows x n] of a[row, t]: one contiguous pass, eight rows at a time. */
+function columnSums(a: Float32Array, rows: number, n: number, acc: Float64Array): void {
+  let r = 0;
+  for (; r + 8 <= rows; r += 8) {
+    const o0 = r * n, o1 = o0 + n, o2 = o1 + n, o3 = o2 + n, o4 = o3 + n, o5 = o4 + n, o6 = o5 + n, o7 = o6 + n;
+    for (let t = 0; t < n; t++) {
+      acc[t] += a[o0 + t] + a[o1 + t] + (a[o2 + t] + a[o3 + t]) + (a[o4 + t] + a[o5 + t] + (a[o6 + t] + a[o7 + t]));
+    }
+  }
+  for (; r < rows; r++) {
+    const o = r * n;
+    for (let t = 0; t < n; t++) acc[t] += a[o + t];
+  }
+}
+
+/** NON_FINITE naming the first bad attention value that went into token t's score. */
+function attentionError(f: VisionFeatures & { attention: Float32Array; heads: number }, t: number, reducer: string) {
+  const n = f.numTokens;
+  for (let h = 0; h < f.heads; h++) {
+    for (let q = 0; q < n; q++) {
+      if (f.clsIndex !== null && q !== f.clsIndex) continue;
+      const v = f.attention[(h * n + q) * n + t];
+      if (!Number.isFinite(v)) return nonFiniteError(reducer, "attention", v, `head ${h}, query token ${q}, key token ${t}`);
+    }
+  }
+  return nonFiniteError(reducer, "attention", NaN, `the scores of key token ${t}`);
+}
+
+/**
+ * Marks the best k patches (highest score, lower index first on ties) in `kept`: everything above
+ * the k-th largest score, then as many patches tied with it as fit, lowest index first.
+ */
+function markTop({ scores, sorted }: PatchRanking, k: number, kept: Uint8Array): void {
+  if (k <= 0) return;
+  const count = scores.length;
+  const threshold = sorted[count - k];
+  let above = 0;
+  for (let i = count - 1; i >= 0 && sorted[i] > threshold; i--) above++;
+  let ties = k - above;
+  for (let p = 0; p < count; p++) {
+    const s = scores[p];
+    if (s > threshold) kept[p] = 1;
+    else if (s === threshold && ties > 0) {
+      kept[p] = 1;
+      ties--;
+    }
+  }
 }
 
 /** Keeps CLS and the best `dominant - 1` patches (`dominant` without CLS), then merges the rest. */
 function zip(
   f: VisionFeatures,
-  { patchTokens, ranked, hasCls }: PatchRanking,
+  ranking: PatchRanking,
   dominant: number,
   contextualOption: unknown,
   reducer: string
 ): ReducedTokens {
   const contextual = checkInteger(reducer, "contextual", contextualOption, 0, f.numTokens);
-  const kept = new Uint8Array(f.numTokens);
-  for (let i = 0; i < dominant - (hasCls ? 1 : 0); i++) kept[patchTokens[ranked[i]]] = 1;
-  if (f.clsIndex !== null) kept[f.clsIndex] = 1;
+  const cls = f.clsIndex;
+  const patches = ranking.scores.length;
+  const kept = new Uint8Array(patches);
+  markTop(ranking, dominant - (cls === null ? 0 : 1), kept);
 
-  const remaining: number[] = [];
-  for (let t = 0; t < f.numTokens; t++) if (!kept[t]) remaining.push(t);
+  const { hidden, dim } = f;
+  let keptPatches = 0;
+  for (let p = 0; p < patches; p++) keptPatches += kept[p];
+  const remaining = new Int32Array(patches - keptPatches);
   const targets = contextual === 0 ? 0 : Math.min(contextual, remaining.length);
+  const numTokens = (cls === null ? 0 : 1) + keptPatches + targets;
+  const out = new Float32Array(numTokens * dim);
+  const provenance: TokenProvenance[] = [];
 
-  const out = new TokenWriter(f.numTokens - remaining.length + targets, f.dim);
-  if (f.clsIndex !== null) out.copy("cls", f, f.clsIndex);
-  for (let t = 0; t < f.numTokens; t++) if (kept[t] && t !== f.clsIndex) out.copy("dominant", f, t);
-  if (targets > 0) mergeContextual(f, remaining, contextual, out, reducer);
-  return out.finish();
+  if (cls !== null) {
+    out.set(hidden.subarray(cls * dim, (cls + 1) * dim), 0);
+    provenance.push({ kind: "cls", sources: single(cls) });
+  }
+  for (let p = 0, r = 0; p < patches; p++) {
+    const t = patchToken(p, cls);
+    if (kept[p]) {
+      out.set(hidden.subarray(t * dim, (t + 1) * dim), provenance.length * dim);
+      provenance.push({ kind: "dominant", sources: single(t) });
+    } else remaining[r++] = t;
+  }
+  if (targets > 0) mergeContextual(f, remaining, contextual, targets, out, provenance, reducer);
+  const reduced: ReducedTokens = { hidden: out, numTokens, dim, provenance };
+  checkOutputFinite(f, reduced, reducer);
+  return reduced;
 }
 
 /**
  * Contextual tokens: evenly spaced targets among the remaining tokens; every other remaining token
  * joins the target whose unit-length key is most similar. Token = target + mean of its members.
+ * Appends the tokens to `out` after the rows `provenance` already lists.
  */
 function mergeContextual(
   f: VisionFeatures,
-  remaining: number[],
+  remaining: Int32Array,
   contextual: number,
-  out: TokenWriter,
+  targets: number,
+  out: Float32Array,
+  provenance: TokenProvenance[],
   reducer: string
 ): void {
   checkKeys(f, reducer);
   const { keys, keyDim, hidden, dim } = f;
-  const unitKey = (t: number): Float64Array => {
-    const k = new Float64Array(keyDim);
+  const count = remaining.length;
+  const step = Math.max(1, Math.floor(count / contextual));
+
+  // Unit-length keys of the targets. A zero key matches nothing better than anything else: it
+  // stays zero instead of NaN.
+  const units = new Float64Array(targets * keyDim);
+  for (let j = 0; j < targets; j++) {
+    const t = remaining[j * step];
+    const k = t * keyDim;
     let norm = 0;
-    for (let i = 0; i < keyDim; i++) norm += keys[t * keyDim + i] ** 2;
-    // A zero key matches nothing better than anything else; keep it zero instead of NaN.
+    for (let d = 0; d < keyDim; d++) norm += keys[k + d] * keys[k + d];
+    if (norm * 0 !== 0) throw keyError(f, t, reducer);
     const inv = norm > 0 ? 1 / Math.sqrt(norm) : 0;
-    for (let i = 0; i < keyDim; i++) k[i] = keys[t * keyDim + i] * inv;
-    return k;
-  };
-
-  const step = Math.max(1, Math.floor(remaining.length / contextual));
-  const targetPositions: number[] = [];
-  for (let i = 0; i < remaining.length && targetPositions.length < contextual; i += step) targetPositions.push(i);
-  const targetKeys = targetPositions.map((i) => unitKey(remaining[i]));
-  const members: number[][] = targetPositions.map(() => []);
-
-  let nextTarget = 0;
-  for (let i = 0; i < remaining.length; i++) {
-    if (targetPositions[nextTarget] === i) {
-      nextTarget++;
-      continue;
-    }
-    const key = unitKey(remaining[i]);
-    let best = 0;
-    let bestSimilarity = -Infinity;
-    for (let j = 0; j < targetKeys.length; j++) {
-      let s = 0;
-      for (let d = 0; d < keyDim; d++) s += key[d] * targetKeys[j][d];
-      if (s > bestSimilarity) [best, bestSimilarity] = [j, s];
-    }
-    members[best].push(remaining[i]);
+    for (let d = 0; d < keyDim; d++) units[j * keyDim + d] = keys[k + d] * inv;
   }
 
-  targetPositions.forEach((position, j) => {
-    const target = remaining[position];
-    const group = members[j];
-    const row = out.push("contextual", Int32Array.from([target, ...group]).sort());
-    const mean = new Float64Array(dim);
-    for (const t of group) for (let d = 0; d < dim; d++) mean[d] += hidden[t * dim + d];
-    for (let d = 0; d < dim; d++) row[d] = hidden[target * dim + d] + (group.length ? mean[d] / group.length : 0);
-  });
+  // Each other token joins the target with the largest dot product between its key and the
+  // target's unit key: the token's own key length scales every candidate alike, so it is not
+  // normalised. Four targets per pass over the key.
+  const group = new Int32Array(count);
+  const sizes = new Int32Array(targets);
+  for (let i = 0; i < count; i++) {
+    if (i % step === 0 && i / step < targets) {
+      group[i] = i / step;
+      sizes[i / step]++;
+      continue;
+    }
+    const k = remaining[i] * keyDim;
+    let best = 0;
+    let bestSimilarity = -Infinity;
+    let norm = 0;
+    let j = 0;
+    for (; j + 4 <= targets; j += 4) {
+      const u0 = j * keyDim, u1 = u0 + keyDim, u2 = u1 + keyDim, u3 = u2 + keyDim;
+      let s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+      for (let d = 0; d < keyDim; d++) {
+        const x = keys[k + d];
+        s0 += x * units[u0 + d];
+        s1 += x * units[u1 + d];
+        s2 += x * units[u2 + d];
+        s3 += x * units[u3 + d];
+      }
+      if (s0 > bestSimilarity) (best = j), (bestSimilarity = s0);
+      if (s1 > bestSimilarity) (best = j + 1), (bestSimilarity = s1);
+      if (s2 > bestSimilarity) (best = j + 2), (bestSimilarity = s2);
+      if (s3 > bestSimilarity) (best = j + 3), (bestSimilarity = s3);
+    }
+    for (; j < targets; j++) {
+      const u = j * keyDim;
+      let s = 0;
+      for (let d = 0; d < keyDim; d++) s += keys[k + d] * units[u + d];
+      if (s > bestSimilarity) (best = j), (bestSimilarity = s);
+    }
+    for (let d = 0; d < keyDim; d++) norm += keys[k + d] * keys[k + d];
+    if (norm * 0 !== 0) throw keyError(f, remaining[i], reducer);
+    group[i] = best;
+    sizes[best]++;
+  }
+
+  // Members of each group in ascending token order (a counting sort), the target among them.
+  const starts = new Int32Array(targets + 1);
+  for (let j = 0; j < targets; j++) starts[j + 1] = starts[j] + sizes[j];
+  const members = new Int32Array(count);
+  const fill = starts.slice(0, targets);
+  for (let i = 0; i < count; i++) members[fill[group[i]]++] = remaining[i];
+
+  const sum = new Float64Array(dim);
+  const others = new Int32Array(count);
+  for (let j = 0; j < targets; j++) {
+    const target = remaining[j * step];
+    let m = 0;
+    for (let i = starts[j]; i < starts[j + 1]; i++) if (members[i] !== target) others[m++] = members[i];
+    const o = provenance.length * dim;
+    const h = target * dim;
+    if (m === 0) {
+      out.set(hidden.subarray(h, h + dim), o);
+    } else {
+      sumRows(hidden, dim, others, m, sum);
+      const inv = 1 / m;
+      for (let d = 0; d < dim; d++) out[o + d] = hidden[h + d] + sum[d] * inv;
+    }
+    provenance.push({ kind: "contextual", sources: members.slice(starts[j], starts[j + 1]) });
+  }
+}
+
+/** NON_FINITE naming the first bad value of token t's key. */
+function keyError(f: VisionFeatures & { keys: Float32Array; keyDim: number }, t: number, reducer: string) {
+  for (let d = 0; d < f.keyDim; d++) {
+    const v = f.keys[t * f.keyDim + d];
+    if (!Number.isFinite(v)) return nonFiniteError(reducer, "keys", v, `token ${t}, dim ${d}`);
+  }
+  return nonFiniteError(reducer, "keys", Infinity, `token ${t} (its squared length overflows)`);
 }
