@@ -42,7 +42,8 @@ async function checkLanguageModel(pair: LlavaGgufPair) {
     expect(tokens.length).toBeLessThan(sentence.length / 2);
     expect(model.detokenize(tokens)).toBe(sentence);
 
-    const context = await model.createContext({ contextSize: 512 });
+    // One thread: node-llama-cpp defaults to 2 per core, which crawls on a busy 2-core machine.
+    const context = await model.createContext({ contextSize: 512, threads: 1 });
     try {
       // Logits of a real forward pass are finite and not all equal.
       const sequence = context.getSequence();

@@ -8,3 +8,5 @@ export { VICUNA_CHAT_TEMPLATE, languageModelFile, mmprojFile, readTokenizerMetad
 export { GGUF_WRITER_VERSION, defaultCacheDir, ensureLlavaGguf, ggufPairDir, readGgufManifest, sampleImagePath } from "./factory.js";
 export type { EnsureOptions, GgufManifest, LlavaGgufPair } from "./factory.js";
 export { formatBytes, progressBar } from "./progress.js";
+export { ensureMtmdCli, mtmdCliDir, runMtmdCli } from "./mtmd-cli.js";
+export type { MtmdCliOptions, MtmdCliRun } from "./mtmd-cli.js";

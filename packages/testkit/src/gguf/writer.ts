@@ -2,6 +2,7 @@
 // f32 / f16 / q8_0 / q4_0 tensors whose data is generated chunk by chunk while it is written, so a
 // multi-GB model never has to fit in memory. Layout follows ggml/docs/gguf.md.
 import { open } from "node:fs/promises";
+import os from "node:os";
 import { LeanVisionError } from "@leanvision/core";
 import { encodeValues, fillRandomBlocks, GGML_BLOCK, ggmlByteSize, GgmlType, Prng } from "./numeric.js";
 
@@ -73,6 +74,7 @@ export function tensorDataBytes(tensors: readonly GgufTensor[]): number {
  * Returns the file size in bytes.
  */
 export async function writeGguf(path: string, file: GgufFile, onProgress?: (done: number, total: number) => void): Promise<number> {
+  if (os.endianness() !== "LE") throw new LeanVisionError("INVALID_INPUT", "The GGUF writer runs on little-endian hosts only");
   for (const tensor of file.tensors) validateTensor(tensor);
   const header = encodeHeader(file);
   const total = tensorDataBytes(file.tensors);
@@ -130,6 +132,9 @@ function* tensorChunks(tensor: GgufTensor): Generator<Uint8Array> {
     const out = new Uint8Array(padded);
     if (prng && source.kind === "random" && (tensor.type === GgmlType.Q8_0 || tensor.type === GgmlType.Q4_0)) {
       fillRandomBlocks(tensor.type, prng, source.std, out, n / 32);
+    } else if (prng && source.kind === "random" && tensor.type === GgmlType.F16) {
+      // Little-endian hosts only (x86, arm64), which is what GGUF files are written for here.
+      prng.fillBellF16(new Uint16Array(out.buffer, out.byteOffset, n), source.std);
     } else {
       const values = scratch.subarray(0, n);
       if (prng && source.kind === "random") prng.fillBell(values, source.std);
