@@ -56,7 +56,11 @@ export interface NativeVisionFeatures {
 }
 
 export interface NativeBinding {
-  createVisionContext(mmprojPath: string, opts: { nThreads: number; useGpu: boolean }): VisionContextHandle;
+  /**
+   * Validates and loads an mmproj. Flash attention stays off (capture needs the attention softmax)
+   * unless `flashAttention` is true, which gives mtmd's default for a context used only by encodeStock.
+   */
+  createVisionContext(mmprojPath: string, opts: { nThreads: number; useGpu: boolean; flashAttention?: boolean }): VisionContextHandle;
   encode(handle: VisionContextHandle, rgb: Uint8Array, width: number, height: number, opts: { capture: boolean }): Promise<NativeVisionFeatures>;
   /** mtmd's own output embeddings for the image, [tokens x projectionDim]. */
   encodeStock(handle: VisionContextHandle, rgb: Uint8Array, width: number, height: number): Promise<Float32Array>;

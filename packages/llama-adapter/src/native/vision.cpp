@@ -4,7 +4,7 @@
 // a reducer kept.
 //
 // JS surface (see src/native-binding.ts for the types):
-//   createVisionContext(mmprojPath, { nThreads, useGpu }) -> { native, info }
+//   createVisionContext(mmprojPath, { nThreads, useGpu, flashAttention? }) -> { native, info }
 //   encode(handle, rgb, width, height, { capture })        -> Promise<features>
 //   encodeStock(handle, rgb, width, height)                -> Promise<Float32Array>  (plain mtmd output)
 //   project(handle, hidden, numTokens)                     -> Promise<Float32Array>
@@ -434,11 +434,12 @@ Napi::Value CreateVisionContext(const Napi::CallbackInfo & info) {
     if (info.Length() < 1 || !info[0].IsString()) throw ToJsError(env, "INVALID_INPUT", "createVisionContext(mmprojPath, opts): mmprojPath must be a string");
     const std::string path = info[0].As<Napi::String>();
     int nThreads = 4;
-    bool useGpu = false;
+    bool useGpu = false, flashAttention = false;
     if (info.Length() > 1 && info[1].IsObject()) {
         Napi::Object opts = info[1].As<Napi::Object>();
         if (opts.Get("nThreads").IsNumber()) nThreads = std::max(1, opts.Get("nThreads").As<Napi::Number>().Int32Value());
         if (opts.Get("useGpu").IsBoolean()) useGpu = opts.Get("useGpu").As<Napi::Boolean>();
+        if (opts.Get("flashAttention").IsBoolean()) flashAttention = opts.Get("flashAttention").As<Napi::Boolean>();
     }
 
     auto vc = std::make_unique<VisionContext>();
@@ -459,7 +460,9 @@ Napi::Value CreateVisionContext(const Napi::CallbackInfo & info) {
     params.print_timings = false;
     params.n_threads = nThreads;
     params.warmup = false;
-    params.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_DISABLED;  // the attention softmax only exists without it
+    // The attention softmax only exists without flash attention; `flashAttention: true` gives mtmd's
+    // default (auto) for a stock-only context, e.g. to measure what capture costs against it.
+    params.flash_attn_type = flashAttention ? LLAMA_FLASH_ATTN_TYPE_AUTO : LLAMA_FLASH_ATTN_TYPE_DISABLED;
     params.cb_eval = OnEval;
     params.cb_eval_user_data = &vc->capture;
     vc->mtmd = mtmd_init_from_file(path.c_str(), nullptr, params);
