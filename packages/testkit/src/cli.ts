@@ -7,6 +7,7 @@ import { LeanVisionError } from "@leanvision/core";
 import { ensureLlavaGguf, GGUF_PROFILES, type GgufProfileName, readGgufManifest, sampleImagePath } from "./gguf/index.js";
 import { formatBytes, progressBar } from "./gguf/progress.js";
 import { ensureMtmdCli, runMtmdCli } from "./gguf/mtmd-cli.js";
+import { measurePromptEval } from "./gguf/prompt-speed.js";
 
 // The ONNX factory lives beside this one; it is looked up at run time so this CLI works with or without it.
 interface OnnxFactory {
@@ -14,7 +15,7 @@ interface OnnxFactory {
   ONNX_PROFILES: Record<string, unknown>;
 }
 
-const USAGE = `Usage: pnpm --filter @leanvision/testkit make <profile...> [--out dir] [--onnx] [--check]
+const USAGE = `Usage: pnpm --filter @leanvision/testkit make <profile...> [--out dir] [--onnx] [--check] [--bench] [--threads n]
 
   GGUF profiles (llama.cpp / node-llama-cpp): ${Object.keys(GGUF_PROFILES).join(", ")}
   ONNX profiles (transformers.js, with --onnx): tiny, llava-1.5-7b-shaped
@@ -23,12 +24,15 @@ const USAGE = `Usage: pnpm --filter @leanvision/testkit make <profile...> [--out
   --out dir       cache directory (default $LEANVISION_CACHE_DIR or ~/.cache/leanvision)
   --onnx          write the transformers.js ONNX layout instead of GGUF
   --check         run llama-mtmd-cli on each GGUF pair with the sample image and print the token count
+  --bench         measure the language model's prompt evaluation in node-llama-cpp: a LLaVA prompt
+                  with all image tokens + 40 text tokens, and one with 64 image tokens + 40
+  --threads n     threads for --check and --bench (default: llama.cpp's / node-llama-cpp's own)
 `;
 
-interface Args { profiles: string[]; out?: string; onnx: boolean; check: boolean }
+interface Args { profiles: string[]; out?: string; onnx: boolean; check: boolean; bench: boolean; threads?: number }
 
 function parseArgs(argv: string[]): Args {
-  const args: Args = { profiles: [], onnx: false, check: false };
+  const args: Args = { profiles: [], onnx: false, check: false, bench: false };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === "--out") {
@@ -36,7 +40,12 @@ function parseArgs(argv: string[]): Args {
       if (!value) throw new LeanVisionError("INVALID_INPUT", "--out needs a directory");
       // pnpm runs the script in the package folder; resolve relative paths against where it was called.
       args.out = path.resolve(process.env.INIT_CWD ?? process.cwd(), value);
+    } else if (a === "--threads") {
+      const value = Number(argv[++i]);
+      if (!Number.isInteger(value) || value < 1) throw new LeanVisionError("INVALID_INPUT", "--threads needs a positive integer");
+      args.threads = value;
     } else if (a === "--onnx") args.onnx = true;
+    else if (a === "--bench") args.bench = true;
     else if (a === "--check") args.check = true;
     else if (a === "--help" || a === "-h") args.profiles = [];
     else if (a.startsWith("-")) throw new LeanVisionError("INVALID_INPUT", `Unknown option ${a}\n\n${USAGE}`);
@@ -60,10 +69,17 @@ async function makeGguf(profile: string, args: Args): Promise<void> {
   console.log(`  ${fresh ? "written" : "cached; written"} in ${(manifest.writeMs / 1000).toFixed(1)} s`);
   if (args.check) {
     const binary = await ensureMtmdCli({ cacheDir: args.out, onLog: (line) => process.stderr.write(`  [build] ${line}\n`) });
-    const run = await runMtmdCli({ binary, modelPath: pair.modelPath, mmprojPath: pair.mmprojPath, image: sampleImagePath() });
+    const run = await runMtmdCli({ binary, modelPath: pair.modelPath, mmprojPath: pair.mmprojPath, image: sampleImagePath(), threads: args.threads });
     const ok = run.imageTokens === manifest.imageTokens;
-    console.log(`  llama-mtmd-cli: ${run.imageTokens} image tokens (expected ${manifest.imageTokens}), encode ${run.encodeMs} ms, image decode ${run.imageDecodeMs} ms${ok ? "" : "  MISMATCH"}`);
+    console.log(`  llama-mtmd-cli: ${run.imageTokens} image tokens (expected ${manifest.imageTokens}), encode ${run.encodeMs} ms, ` +
+      `image decode ${run.imageDecodeMs} ms, prompt eval ${run.promptTokens} tokens in ${run.promptEvalMs.toFixed(0)} ms${ok ? "" : "  MISMATCH"}`);
     if (!ok) process.exitCode = 1;
+  }
+  if (args.bench) {
+    const lengths = [manifest.imageTokens + 40, 64 + 40];
+    for (const r of await measurePromptEval(pair.modelPath, lengths, { threads: args.threads })) {
+      console.log(`  prompt eval (node-llama-cpp${args.threads ? `, ${args.threads} threads` : ""}): ${r.tokens} tokens in ${r.ms.toFixed(0)} ms = ${r.tokensPerSecond.toFixed(1)} tokens/s (median of ${r.runs.length})`);
+    }
   }
 }
 

@@ -74,6 +74,9 @@ export interface MtmdCliRun {
   encodeMs: number;
   /** Language-model decode time of the image embeddings. */
   imageDecodeMs: number;
+  /** Tokens llama.cpp counted as prompt (text + image) and the time it reports for them. */
+  promptTokens: number;
+  promptEvalMs: number;
   /** The generated text. */
   output: string;
   log: string;
@@ -93,6 +96,7 @@ export async function runMtmdCli(args: {
     "-m", args.modelPath, "--mmproj", args.mmprojPath, "--image", args.image,
     "-p", args.prompt ?? "Describe the image.", "-n", String(args.nPredict ?? 4),
     "--temp", "0", "--seed", "1", "-c", "4096",
+    "-lv", "4", // info level: the image token count and timings are logged there
     ...(args.threads ? ["-t", String(args.threads)] : []),
   ];
   const { code, stdout, stderr } = await capture(args.binary, argv);
@@ -100,10 +104,13 @@ export async function runMtmdCli(args: {
   if (code !== 0) throw new LeanVisionError("NATIVE_BUILD", `llama-mtmd-cli exited with ${code}:\n${log.slice(-4000)}`);
   const sum = (re: RegExp) => [...log.matchAll(re)].reduce((s, m) => s + Number(m[1]), 0);
   const encodeMs = sum(/image slice encoded in (\d+) ms/g) || sum(/mtmd batch encoding done in (\d+) ms/g);
+  const promptEval = /prompt eval time =\s*([\d.]+) ms \/\s*(\d+) tokens/.exec(log);
   return {
     imageTokens: sum(/decoding image batch \d+\/\d+, n_tokens_batch = (\d+)/g),
     encodeMs,
     imageDecodeMs: sum(/image decoded \(batch \d+\/\d+\) in (\d+) ms/g),
+    promptTokens: promptEval ? Number(promptEval[2]) : 0,
+    promptEvalMs: promptEval ? Number(promptEval[1]) : 0,
     output: stdout,
     log,
   };
