@@ -215,7 +215,8 @@ function mergeContextual(
 
   // Unit-length keys of the targets. A zero key matches nothing better than anything else: it
   // stays zero instead of NaN.
-  const units = new Float64Array(targets * keyDim);
+  const blocks = Math.ceil(targets / 4);
+  const units = new Float64Array(blocks * 4 * keyDim); // zero-padded to whole blocks of four
   for (let j = 0; j < targets; j++) {
     const t = remaining[j * step];
     const k = t * keyDim;
@@ -226,48 +227,65 @@ function mergeContextual(
     for (let d = 0; d < keyDim; d++) units[j * keyDim + d] = keys[k + d] * inv;
   }
 
-  // Each other token joins the target with the largest dot product between its key and the
+  // Every other token joins the target with the largest dot product between its key and the
   // target's unit key: the token's own key length scales every candidate alike, so it is not
-  // normalised. Four targets per pass over the key.
+  // normalised (only checked). Two tokens against four targets per pass over the keys.
   const group = new Int32Array(count);
   const sizes = new Int32Array(targets);
-  for (let i = 0; i < count; i++) {
+  const others = new Int32Array(count - targets);
+  for (let i = 0, m = 0; i < count; i++) {
     if (i % step === 0 && i / step < targets) {
       group[i] = i / step;
       sizes[i / step]++;
-      continue;
-    }
-    const k = remaining[i] * keyDim;
-    let best = 0;
-    let bestSimilarity = -Infinity;
-    let norm = 0;
-    let j = 0;
-    for (; j + 4 <= targets; j += 4) {
-      const u0 = j * keyDim, u1 = u0 + keyDim, u2 = u1 + keyDim, u3 = u2 + keyDim;
-      let s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-      for (let d = 0; d < keyDim; d++) {
-        const x = keys[k + d];
-        s0 += x * units[u0 + d];
-        s1 += x * units[u1 + d];
-        s2 += x * units[u2 + d];
-        s3 += x * units[u3 + d];
-      }
-      if (s0 > bestSimilarity) (best = j), (bestSimilarity = s0);
-      if (s1 > bestSimilarity) (best = j + 1), (bestSimilarity = s1);
-      if (s2 > bestSimilarity) (best = j + 2), (bestSimilarity = s2);
-      if (s3 > bestSimilarity) (best = j + 3), (bestSimilarity = s3);
-    }
-    for (; j < targets; j++) {
-      const u = j * keyDim;
-      let s = 0;
-      for (let d = 0; d < keyDim; d++) s += keys[k + d] * units[u + d];
-      if (s > bestSimilarity) (best = j), (bestSimilarity = s);
-    }
-    for (let d = 0; d < keyDim; d++) norm += keys[k + d] * keys[k + d];
-    if (norm * 0 !== 0) throw keyError(f, remaining[i], reducer);
-    group[i] = best;
-    sizes[best]++;
+    } else others[m++] = i;
   }
+  for (let x = 0; x < others.length; x += 2) {
+    const i0 = others[x], i1 = others[Math.min(x + 1, others.length - 1)];
+    const k0 = remaining[i0] * keyDim, k1 = remaining[i1] * keyDim;
+    let norm0 = 0, norm1 = 0;
+    for (let d = 0; d < keyDim; d++) {
+      norm0 += keys[k0 + d] * keys[k0 + d];
+      norm1 += keys[k1 + d] * keys[k1 + d];
+    }
+    if (norm0 * 0 !== 0) throw keyError(f, remaining[i0], reducer);
+    if (norm1 * 0 !== 0) throw keyError(f, remaining[i1], reducer);
+    let best0 = 0, best1 = 0;
+    let top0 = -Infinity, top1 = -Infinity;
+    for (let j = 0; j < targets; j += 4) {
+      const u0 = j * keyDim, u1 = u0 + keyDim, u2 = u1 + keyDim, u3 = u2 + keyDim;
+      let a0 = 0, a1 = 0, a2 = 0, a3 = 0, b0 = 0, b1 = 0, b2 = 0, b3 = 0;
+      for (let d = 0; d < keyDim; d++) {
+        const x0 = keys[k0 + d], x1 = keys[k1 + d];
+        const v0 = units[u0 + d], v1 = units[u1 + d], v2 = units[u2 + d], v3 = units[u3 + d];
+        a0 += x0 * v0;
+        a1 += x0 * v1;
+        a2 += x0 * v2;
+        a3 += x0 * v3;
+        b0 += x1 * v0;
+        b1 += x1 * v1;
+        b2 += x1 * v2;
+        b3 += x1 * v3;
+      }
+      // First best wins ties; padding lanes (j + lane >= targets) never compete.
+      if (a0 > top0) (best0 = j), (top0 = a0);
+      if (b0 > top1) (best1 = j), (top1 = b0);
+      if (j + 1 < targets) {
+        if (a1 > top0) (best0 = j + 1), (top0 = a1);
+        if (b1 > top1) (best1 = j + 1), (top1 = b1);
+      }
+      if (j + 2 < targets) {
+        if (a2 > top0) (best0 = j + 2), (top0 = a2);
+        if (b2 > top1) (best1 = j + 2), (top1 = b2);
+      }
+      if (j + 3 < targets) {
+        if (a3 > top0) (best0 = j + 3), (top0 = a3);
+        if (b3 > top1) (best1 = j + 3), (top1 = b3);
+      }
+    }
+    group[i0] = best0;
+    group[i1] = best1;
+  }
+  for (let x = 0; x < others.length; x++) sizes[group[others[x]]]++;
 
   // Members of each group in ascending token order (a counting sort), the target among them.
   const starts = new Int32Array(targets + 1);
@@ -277,17 +295,17 @@ function mergeContextual(
   for (let i = 0; i < count; i++) members[fill[group[i]]++] = remaining[i];
 
   const sum = new Float64Array(dim);
-  const others = new Int32Array(count);
+  const rows = new Int32Array(count);
   for (let j = 0; j < targets; j++) {
     const target = remaining[j * step];
     let m = 0;
-    for (let i = starts[j]; i < starts[j + 1]; i++) if (members[i] !== target) others[m++] = members[i];
+    for (let i = starts[j]; i < starts[j + 1]; i++) if (members[i] !== target) rows[m++] = members[i];
     const o = provenance.length * dim;
     const h = target * dim;
     if (m === 0) {
       out.set(hidden.subarray(h, h + dim), o);
     } else {
-      sumRows(hidden, dim, others, m, sum);
+      sumRows(hidden, dim, rows, m, sum);
       const inv = 1 / m;
       for (let d = 0; d < dim; d++) out[o + d] = hidden[h + d] + sum[d] * inv;
     }
