@@ -7,7 +7,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { getLlama, type Llama, type LlamaModel } from "node-llama-cpp";
 import { LeanVisionError } from "@leanvision/core";
 import { GGUF_PROFILES, ensureLlavaGguf, kv, mmprojFile, sampleImagePath, writeGguf } from "../../testkit/src/gguf/index.js";
-import { loadVisionModel, type LlamaVisionModel } from "../src/vision-model.js";
+import sharp from "sharp";
+import { decodeImage, loadVisionModel, type LlamaVisionModel } from "../src/vision-model.js";
 
 let llama: Llama;
 let model: LlamaModel;
@@ -123,6 +124,17 @@ describe("tiny CLIP mmproj", () => {
     const fromRaw = await vision.encodeImage(raw);
     expect(fromRaw.width).toBe(64);
     expect(fromRaw.embeddings.length).toBe(576 * 256);
+  });
+
+  it("decodes alpha and greyscale images to plain RGB (alpha dropped, like llama.cpp's loader)", async () => {
+    const rgba = await sharp(Buffer.alloc(8 * 6 * 4, 200), { raw: { width: 8, height: 6, channels: 4 } }).png().toBuffer();
+    const grey = await sharp(Buffer.alloc(8 * 6, 90), { raw: { width: 8, height: 6, channels: 1 } }).png().toBuffer();
+    for (const [buffer, value] of [[rgba, 200], [grey, 90]] as const) {
+      const rgb = await decodeImage(buffer);
+      expect({ width: rgb.width, height: rgb.height, bytes: rgb.data.length }).toEqual({ width: 8, height: 6, bytes: 8 * 6 * 3 });
+      expect(rgb.data.every((v) => v === value)).toBe(true);
+    }
+    expect((await vision.encodeImage(rgba)).reduced.numTokens).toBe(576);
   });
 
   it("corrupt image → IMAGE_DECODE, and the model keeps working", async () => {
