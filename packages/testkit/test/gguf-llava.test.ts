@@ -1,4 +1,4 @@
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { gguf } from "@huggingface/gguf";
@@ -101,6 +101,20 @@ describe("ensureLlavaGguf('tiny')", () => {
       expect(readFileSync(again.mmprojPath).equals(readFileSync(pair.mmprojPath))).toBe(true);
       // No temporary directory is left behind after a completed write.
       expect(readdirSync(path.join(otherCache, "gguf")).filter((name) => name.includes(".tmp-"))).toEqual([]);
+    } finally {
+      rmSync(otherCache, { recursive: true, force: true });
+    }
+  });
+
+  it("never takes a directory without a manifest for a finished pair", async () => {
+    const otherCache = mkdtempSync(path.join(os.tmpdir(), "leanvision-gguf-cache3-"));
+    try {
+      const dir = path.join(otherCache, "gguf", path.basename(path.dirname(pair.modelPath)));
+      mkdirSync(dir, { recursive: true });
+      writeFileSync(path.join(dir, "model.gguf"), "half-written");
+      const again = await ensureLlavaGguf("tiny", { cacheDir: otherCache });
+      expect(again.modelPath).toBe(path.join(dir, "model.gguf"));
+      expect(readFileSync(again.modelPath).equals(readFileSync(pair.modelPath))).toBe(true);
     } finally {
       rmSync(otherCache, { recursive: true, force: true });
     }

@@ -125,6 +125,8 @@ async function writePairIfMissing(shapes: GgufProfile, cacheDir: string, onProgr
       createdAt: new Date().toISOString(),
     };
     writeFileSync(path.join(tmp, "manifest.json"), JSON.stringify(manifest, null, 2) + "\n");
+    // A directory without a manifest is not a finished pair (for example, files copied by hand): replace it.
+    if (existsSync(dir) && !existsSync(path.join(dir, "manifest.json"))) rmSync(dir, { recursive: true, force: true });
     try {
       renameSync(tmp, dir);
     } catch (err) {
