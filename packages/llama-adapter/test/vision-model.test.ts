@@ -6,7 +6,7 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { getLlama, type Llama, type LlamaModel } from "node-llama-cpp";
 import { LeanVisionError } from "@leanvision/core";
-import { GGUF_PROFILES, ensureLlavaGguf, kv, mmprojFile, sampleImagePath, writeGguf } from "../../testkit/src/gguf/index.js";
+import { GGUF_PROFILES, ensureLlavaGguf, kv, mmprojFile, sampleImagePath, writeGguf } from "@leanvision/testkit";
 import sharp from "sharp";
 import { decodeImage, loadVisionModel, type LlamaVisionModel } from "../src/vision-model.js";
 

@@ -3,7 +3,7 @@
 // CPU each) run with LEANVISION_TEST_LARGE=1.
 import { afterAll, describe, expect, it } from "vitest";
 import { getLlama, type Llama } from "node-llama-cpp";
-import { ensureLlavaGguf, GGUF_PROFILES, imageTokenGrid, sampleImagePath, type GgufProfileName } from "../../testkit/src/gguf/index.js";
+import { ensureLlavaGguf, GGUF_PROFILES, imageTokenGrid, sampleImagePath, type GgufProfileName } from "@leanvision/testkit";
 import { loadVisionModel } from "../src/vision-model.js";
 
 const profiles: GgufProfileName[] = ["tiny", "tiny-siglip", "small"];
