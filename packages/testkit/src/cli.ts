@@ -92,7 +92,7 @@ async function makeOnnx(profile: string, args: Args): Promise<void> {
     throw new LeanVisionError("INVALID_INPUT", `Unknown ONNX profile "${profile}"; use one of: ${Object.keys(onnx.ONNX_PROFILES).join(", ")}`);
   }
   const started = performance.now();
-  const result = await onnx.ensureLlavaOnnx(profile, { cacheDir: args.out, onProgress: progressBar(`writing ${profile} (onnx)`) });
+  const result = await onnx.ensureLlavaOnnx(profile, { cacheDir: args.out, onProgress: progressBar(`writing ${profile} (onnx)`, { unit: "steps" }) });
   console.log(`${profile} (onnx): ${result.dir} (${((performance.now() - started) / 1000).toFixed(1)} s)`);
 }
 

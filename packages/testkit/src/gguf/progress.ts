@@ -3,14 +3,17 @@
 
 export type ProgressCallback = (done: number, total: number) => void;
 
-export function progressBar(label: string, stream: NodeJS.WriteStream = process.stderr): ProgressCallback {
+/** `unit` says how to print done/total: as byte sizes, or as plain step counts. */
+export function progressBar(label: string, opts: { unit?: "bytes" | "steps"; stream?: NodeJS.WriteStream } = {}): ProgressCallback {
+  const stream = opts.stream ?? process.stderr;
+  const format = opts.unit === "steps" ? String : formatBytes;
   const started = Date.now();
   let lastDraw = 0;
   let lastTenth = -1;
   return (done, total) => {
     const fraction = total > 0 ? Math.min(1, done / total) : 1;
     const finished = done >= total;
-    const sizes = `${formatBytes(done)} / ${formatBytes(total)}`;
+    const sizes = `${format(done)} / ${format(total)}`;
     if (stream.isTTY) {
       const now = Date.now();
       if (!finished && now - lastDraw < 100) return;
