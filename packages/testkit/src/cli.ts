@@ -27,9 +27,10 @@ const USAGE = `Usage: pnpm --filter @leanvision/testkit make <profile...> [--out
   --bench         measure the language model's prompt evaluation in node-llama-cpp: a LLaVA prompt
                   with all image tokens + 40 text tokens, and one with 64 image tokens + 40
   --threads n     threads for --check and --bench (default: llama.cpp's / node-llama-cpp's own)
+  --runs n        timed runs per prompt length for --bench (default 3; the median is printed)
 `;
 
-interface Args { profiles: string[]; out?: string; onnx: boolean; check: boolean; bench: boolean; threads?: number }
+interface Args { profiles: string[]; out?: string; onnx: boolean; check: boolean; bench: boolean; threads?: number; runs?: number }
 
 function parseArgs(argv: string[]): Args {
   const args: Args = { profiles: [], onnx: false, check: false, bench: false };
@@ -40,10 +41,11 @@ function parseArgs(argv: string[]): Args {
       if (!value) throw new LeanVisionError("INVALID_INPUT", "--out needs a directory");
       // pnpm runs the script in the package folder; resolve relative paths against where it was called.
       args.out = path.resolve(process.env.INIT_CWD ?? process.cwd(), value);
-    } else if (a === "--threads") {
+    } else if (a === "--threads" || a === "--runs") {
       const value = Number(argv[++i]);
-      if (!Number.isInteger(value) || value < 1) throw new LeanVisionError("INVALID_INPUT", "--threads needs a positive integer");
-      args.threads = value;
+      if (!Number.isInteger(value) || value < 1) throw new LeanVisionError("INVALID_INPUT", `${a} needs a positive integer`);
+      if (a === "--threads") args.threads = value;
+      else args.runs = value;
     } else if (a === "--onnx") args.onnx = true;
     else if (a === "--bench") args.bench = true;
     else if (a === "--check") args.check = true;
@@ -77,8 +79,8 @@ async function makeGguf(profile: string, args: Args): Promise<void> {
   }
   if (args.bench) {
     const lengths = [manifest.imageTokens + 40, 64 + 40];
-    for (const r of await measurePromptEval(pair.modelPath, lengths, { threads: args.threads })) {
-      console.log(`  prompt eval (node-llama-cpp${args.threads ? `, ${args.threads} threads` : ""}): ${r.tokens} tokens in ${r.ms.toFixed(0)} ms = ${r.tokensPerSecond.toFixed(1)} tokens/s (median of ${r.runs.length})`);
+    for (const r of await measurePromptEval(pair.modelPath, lengths, { threads: args.threads, runs: args.runs })) {
+      console.log(`  prompt eval (node-llama-cpp${args.threads ? `, threads ${args.threads}` : ""}): ${r.tokens} tokens in ${r.ms.toFixed(0)} ms = ${r.tokensPerSecond.toFixed(1)} tokens/s (median of ${r.runs.length})`);
     }
   }
 }

@@ -7,7 +7,7 @@ import path from "node:path";
 import { gguf } from "@huggingface/gguf";
 import { ensureLlamaSource } from "./llama-source.js";
 import { GgmlType, hashSeed } from "./numeric.js";
-import type { GgufProfile, LanguageModelShape, VisionTowerShape, WeightType } from "./profiles.js";
+import type { GgufProfile, LanguageModelShape, WeightType } from "./profiles.js";
 import { imageTokenGrid } from "./profiles.js";
 import { type GgufArray, type GgufFile, type GgufScalar, type GgufTensor, type GgufValue, GgufValueType, kv } from "./writer.js";
 
@@ -198,9 +198,4 @@ export function mmprojFile(profile: GgufProfile): GgufFile {
 /** sha256 of a file, hex. */
 export function fileSha256(file: string): string {
   return createHash("sha256").update(readFileSync(file)).digest("hex");
-}
-
-/** Shapes of a vision tower as written (for manifests and docs). */
-export function writtenVisionLayers(v: VisionTowerShape): number {
-  return v.towerLayers - 1;
 }
