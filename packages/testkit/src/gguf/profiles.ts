@@ -96,7 +96,7 @@ export const GGUF_PROFILES: Readonly<Record<GgufProfileName, GgufProfile>> = {
   },
   small: {
     name: "small",
-    description: "Demo default. LLaMA (1280-d, 16 layers, FFN 3456, q8_0, ~0.36B) with the LLaMA/Vicuna SPM tokenizer; CLIP 336/14 (384-d, 6 layers run), 576 image tokens + CLS.",
+    description: "Demo default. LLaMA (1280-d, 16 layers, 10 heads, FFN 3456, q8_0, 0.40B params) with the LLaMA/Vicuna SPM tokenizer; CLIP 336/14 (384-d, 6 layers run), 576 image tokens + CLS.",
     seed: 3,
     lm: llamaLm({ nEmbd: 1280, nLayer: 16, nHead: 10, nHeadKv: 10, nFf: 3456, weightType: "q8_0" }),
     vision: clipTower({ nEmbd: 384, nHead: 6, nFf: 1536, towerLayers: 7, projectionDim: 384, projectorHidden: 1280, weightType: "f16" }),
