@@ -6,12 +6,13 @@ const src = (p: string) => fileURLToPath(new URL(p, import.meta.url));
 export default defineConfig({
   resolve: {
     // Tests run against the TypeScript sources, so `pnpm test` needs no build step first.
-    alias: {
-      "@leanvision/core": src("./packages/core/src/index.ts"),
-      "@leanvision/testkit": src("./packages/testkit/src/index.ts"),
-      "@leanvision/llama-adapter": src("./packages/llama-adapter/src/index.ts"),
-      "@leanvision/transformers-adapter": src("./packages/transformers-adapter/src/index.ts")
-    }
+    // Exact matches, so subpath exports such as "@leanvision/llama-adapter/llama-source" resolve normally.
+    alias: [
+      { find: /^@leanvision\/core$/, replacement: src("./packages/core/src/index.ts") },
+      { find: /^@leanvision\/testkit$/, replacement: src("./packages/testkit/src/index.ts") },
+      { find: /^@leanvision\/llama-adapter$/, replacement: src("./packages/llama-adapter/src/index.ts") },
+      { find: /^@leanvision\/transformers-adapter$/, replacement: src("./packages/transformers-adapter/src/index.ts") }
+    ]
   },
   test: {
     include: ["packages/*/test/**/*.test.ts", "examples/**/test/**/*.test.ts"],
