@@ -1,6 +1,7 @@
 import { LeanVisionError } from "./errors.js";
 import { allFinite, checkFeatures, checkInteger, patchToken, throwNonFiniteOutput } from "./features.js";
 import { softmaxInPlace, sourceTaps } from "./math.js";
+import { simd, stage } from "./simd.js";
 import type { ReducedTokens, TokenProvenance, VisionFeatures } from "./types.js";
 
 export interface RegionPackOptions {
@@ -23,7 +24,10 @@ export function regionPack(f: VisionFeatures, options: RegionPackOptions): Reduc
   const xs = sourceTaps(cols, regions.cols);
   const size = scale * scale;
   const numTokens = regions.rows * regions.cols;
-  const out = new Float32Array(numTokens * dim);
+  // With SIMD, scale-2 regions run in float32 inside the kernels' memory; the rest in float64 here.
+  const k = dim % 4 === 0 && scale === 2 ? simd() : null;
+  const staged = k && stage(k, hidden, numTokens * dim, dim);
+  const out = staged ? staged.mem.subarray(staged.extra, staged.extra + numTokens * dim) : new Float32Array(numTokens * dim);
   const provenance: TokenProvenance[] = [];
   const region = new Int32Array(size);
   const query = new Float32Array(dim);
@@ -44,35 +48,45 @@ export function regionPack(f: VisionFeatures, options: RegionPackOptions): Reduc
       const a = patchToken(r0 * cols + c0, clsIndex) * dim, b = patchToken(r0 * cols + c1, clsIndex) * dim;
       const c = patchToken(r1 * cols + c0, clsIndex) * dim, e = patchToken(r1 * cols + c1, clsIndex) * dim;
       const wa = (1 - wr1) * (1 - wc1), wb = (1 - wr1) * wc1, wc = wr1 * (1 - wc1), we = wr1 * wc1;
-      if (size === 4 && a === region[0] * dim && b === region[1] * dim && c === region[2] * dim && e === region[3] * dim) {
-        // Scale 2: the query's four taps are the region's own patches, so one pass over them
-        // builds the query (rounded to float32 like the stored one) and all four logits.
-        let s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-        for (let d = 0; d < dim; d++) {
-          const ha = hidden[a + d], hb = hidden[b + d], hc = hidden[c + d], he = hidden[e + d];
-          const q = Math.fround(wa * ha + wb * hb + wc * hc + we * he);
-          s0 += q * ha;
-          s1 += q * hb;
-          s2 += q * hc;
-          s3 += q * he;
-        }
-        weights[0] = s0 * invSqrtDim;
-        weights[1] = s1 * invSqrtDim;
-        weights[2] = s2 * invSqrtDim;
-        weights[3] = s3 * invSqrtDim;
-      } else {
-        for (let d = 0; d < dim; d++) query[d] = wa * hidden[a + d] + wb * hidden[b + d] + wc * hidden[c + d] + we * hidden[e + d];
-        logits(hidden, dim, region, size, query, invSqrtDim, weights);
-      }
-      softmaxInPlace(weights, size);
       const o = provenance.length * dim;
-      weightedSum(hidden, dim, region, weights, size, acc, out, o);
+      const fused = size === 4 && a === region[0] * dim && b === region[1] * dim && c === region[2] * dim && e === region[3] * dim;
+      if (fused && k && staged) {
+        // The query and its four logits in one pass, then the weighted sum, four floats at a time.
+        const n = dim * 4, res = staged.res;
+        k.logits4(a * 4, b * 4, c * 4, e * 4, n, wa, wb, wc, we, res * 4);
+        for (let x = 0; x < 4; x++) weights[x] = staged.mem[res + x] * invSqrtDim;
+        softmaxInPlace(weights, 4);
+        k.wsum4((staged.extra + o) * 4, a * 4, b * 4, c * 4, e * 4, n, weights[0], weights[1], weights[2], weights[3]);
+      } else {
+        if (fused) {
+          // Scale 2: the query's four taps are the region's own patches, so one pass over them
+          // builds the query (rounded to float32 like the stored one) and all four logits.
+          let s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+          for (let d = 0; d < dim; d++) {
+            const ha = hidden[a + d], hb = hidden[b + d], hc = hidden[c + d], he = hidden[e + d];
+            const q = Math.fround(wa * ha + wb * hb + wc * hc + we * he);
+            s0 += q * ha;
+            s1 += q * hb;
+            s2 += q * hc;
+            s3 += q * he;
+          }
+          weights[0] = s0 * invSqrtDim;
+          weights[1] = s1 * invSqrtDim;
+          weights[2] = s2 * invSqrtDim;
+          weights[3] = s3 * invSqrtDim;
+        } else {
+          for (let d = 0; d < dim; d++) query[d] = wa * hidden[a + d] + wb * hidden[b + d] + wc * hidden[c + d] + we * hidden[e + d];
+          logits(hidden, dim, region, size, query, invSqrtDim, weights);
+        }
+        softmaxInPlace(weights, size);
+        weightedSum(hidden, dim, region, weights, size, acc, out, o);
+      }
       // A convex combination of finite rows is finite: a non-finite input row shows up here, in cache.
       finite &&= allFinite(out, o, o + dim);
       provenance.push({ kind: "packed", sources: region.slice() });
     }
   }
-  const reduced: ReducedTokens = { hidden: out, numTokens, dim, provenance };
+  const reduced: ReducedTokens = { hidden: staged ? out.slice() : out, numTokens, dim, provenance };
   if (!finite) throwNonFiniteOutput(f, reduced, "regionPack");
   return reduced;
 }

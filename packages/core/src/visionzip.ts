@@ -10,6 +10,7 @@ import {
   single
 } from "./features.js";
 import { sumRows } from "./math.js";
+import { simd, stage } from "./simd.js";
 import type { ReducedTokens, TokenProvenance, VisionFeatures } from "./types.js";
 
 export interface VisionZipOptions {
@@ -294,7 +295,11 @@ function mergeContextual(
   const fill = starts.slice(0, targets);
   for (let i = 0; i < count; i++) members[fill[group[i]]++] = remaining[i];
 
-  const sum = new Float64Array(dim);
+  // Target + mean of the members: with SIMD summed in float32 inside the kernels' memory, else in
+  // float64 here.
+  const k = dim % 4 === 0 ? simd() : null;
+  const staged = k && stage(k, hidden, dim, dim);
+  const sum = new Float64Array(staged ? 0 : dim);
   const rows = new Int32Array(count);
   for (let j = 0; j < targets; j++) {
     const target = remaining[j * step];
@@ -304,6 +309,21 @@ function mergeContextual(
     const h = target * dim;
     if (m === 0) {
       out.set(hidden.subarray(h, h + dim), o);
+    } else if (k && staged) {
+      const n = dim * 4, dst = staged.extra * 4;
+      const at = (x: number) => rows[x] * n;
+      let x = 0;
+      if (m >= 4) {
+        k.sum4(dst, at(0), at(1), at(2), at(3), n, 1);
+        x = 4;
+      } else {
+        k.axpy(dst, at(0), staged.zero * 4, n, 0); // dst = first member
+        x = 1;
+      }
+      for (; x + 4 <= m; x += 4) k.acc4(dst, at(x), at(x + 1), at(x + 2), at(x + 3), n);
+      for (; x < m; x++) k.acc1(dst, at(x), n);
+      k.axpy(dst, h * 4, dst, n, 1 / m);
+      out.set(staged.mem.subarray(staged.extra, staged.extra + dim), o);
     } else {
       sumRows(hidden, dim, rows, m, sum);
       const inv = 1 / m;

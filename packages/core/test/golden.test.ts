@@ -1,8 +1,9 @@
 // Every reducer against reference outputs computed with PyTorch's own operators
 // (F.interpolate, nn.MultiheadAttention, nn.LayerNorm, nn.GELU, avg_pool2d): see fixtures/make_golden.py.
-import { describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { poolTokens, regionPack, tokenPacker, visionZip, type TokenPackerWeights } from "../src/index.js";
 import { bilinearResize, geluInPlace } from "../src/math.js";
+import { setSimdEnabled } from "../src/simd.js";
 import { expectClose, loadGolden, toFeatures } from "./helpers.js";
 
 const golden = loadGolden();
@@ -23,7 +24,15 @@ describe("math kernels match PyTorch", () => {
   );
 });
 
-describe("reducers match the PyTorch reference", () => {
+// Each reducer case runs twice: with the WebAssembly SIMD kernels (float32, where the shapes allow
+// them) and with the plain float64 loops.
+describe.each([
+  ["SIMD kernels", true],
+  ["plain loops", false]
+])("reducers match the PyTorch reference (%s)", (_, useSimd) => {
+  beforeAll(() => setSimdEnabled(useSimd));
+  afterAll(() => setSimdEnabled(true));
+
   it.each(golden.visionzip.map((c: any, i: number) => [i, c]))("visionZip case %i", (_, c: any) => {
     const out = visionZip(toFeatures(c.features), { dominant: c.dominant, contextual: c.contextual });
     expect(out.numTokens).toBe(c.expected.numTokens);

@@ -1,0 +1,88 @@
+// The WebAssembly SIMD kernels (float32, four lanes) against the plain float64 loops.
+import { afterEach, describe, expect, it } from "vitest";
+import { poolTokens, regionPack, visionZip, visionZipAdaptive, type ReducedTokens, type VisionFeatures } from "../src/index.js";
+import { setSimdEnabled, simd } from "../src/simd.js";
+import { expectClose, expectError, random } from "./helpers.js";
+
+/** CLS last (llama.cpp order) plus a rows x cols grid, softmax attention, random hidden and keys. */
+function features(rows: number, cols: number, dim: number, seed: number): VisionFeatures {
+  const rand = random(seed);
+  const n = rows * cols + 1;
+  const heads = 2;
+  const attention = new Float32Array(heads * n * n);
+  for (let r = 0; r < heads * n; r++) {
+    let sum = 0;
+    for (let t = 0; t < n; t++) sum += attention[r * n + t] = Math.exp(4 * rand());
+    for (let t = 0; t < n; t++) attention[r * n + t] /= sum;
+  }
+  return {
+    hidden: Float32Array.from({ length: n * dim }, () => 4 * rand() - 2),
+    numTokens: n,
+    dim,
+    grid: { rows, cols },
+    clsIndex: n - 1,
+    attention,
+    heads,
+    keys: Float32Array.from({ length: n * 16 }, () => rand() - 0.5),
+    keyDim: 16
+  };
+}
+
+function both(run: () => ReducedTokens): [ReducedTokens, ReducedTokens] {
+  setSimdEnabled(true);
+  const fast = run();
+  setSimdEnabled(false);
+  const plain = run();
+  setSimdEnabled(true);
+  return [fast, plain];
+}
+
+afterEach(() => setSimdEnabled(true));
+
+describe("SIMD kernels", () => {
+  it("run in this engine (so the tests below compare two different paths)", () => {
+    expect(simd()).not.toBeNull();
+    setSimdEnabled(false);
+    expect(simd()).toBeNull();
+  });
+
+  it.each([
+    ["visionZip 20+6", (f: VisionFeatures) => visionZip(f, { dominant: 20, contextual: 6 })],
+    ["visionZip 9+30", (f: VisionFeatures) => visionZip(f, { dominant: 9, contextual: 30 })],
+    ["visionZipAdaptive", (f: VisionFeatures) => visionZipAdaptive(f, { coverage: 0.6, min: 4, max: 30, contextual: 5 })],
+    ["poolTokens 2", (f: VisionFeatures) => poolTokens(f, { stride: 2 })],
+    ["poolTokens 3 (partial edge windows)", (f: VisionFeatures) => poolTokens(f, { stride: 3 })],
+    ["poolTokens 5", (f: VisionFeatures) => poolTokens(f, { stride: 5 })],
+    ["regionPack 2", (f: VisionFeatures) => regionPack(f, { scale: 2 })]
+  ])("%s gives the plain loops' tokens and provenance", (_, reducer) => {
+    for (const [rows, cols, dim, seed] of [[8, 10, 64, 1], [6, 8, 1024, 2], [6, 6, 12, 3]]) {
+      const f = features(rows, cols, dim, seed);
+      const [fast, plain] = both(() => reducer(f));
+      expect(fast.provenance).toEqual(plain.provenance);
+      expect(fast.numTokens).toBe(plain.numTokens);
+      expectClose(fast.hidden, plain.hidden, 1e-5);
+      expect(fast.hidden).not.toBe(plain.hidden);
+    }
+  });
+
+  it("results do not alias the kernels' memory (a later call leaves them alone)", () => {
+    const f = features(8, 8, 64, 4);
+    const first = regionPack(f, { scale: 2 });
+    const copy = first.hidden.slice();
+    poolTokens(features(8, 8, 64, 5), { stride: 2 });
+    visionZip(features(8, 8, 64, 6), { dominant: 10, contextual: 4 });
+    expect(first.hidden).toEqual(copy);
+  });
+
+  it("report NaN and Infinity in the hidden states like the plain loops", () => {
+    const f = features(8, 8, 64, 7);
+    f.hidden[9 * 64 + 5] = NaN;
+    expect(expectError(() => poolTokens(f, { stride: 2 }), "NON_FINITE")).toContain("hidden holds NaN at token 9, dim 5");
+    expect(expectError(() => regionPack(f, { scale: 2 }), "NON_FINITE")).toContain("hidden holds NaN at token 9, dim 5");
+    const g = features(8, 8, 64, 8);
+    const merged = visionZip(g, { dominant: 10, contextual: 4 }).provenance.find((p) => p.kind === "contextual" && p.sources.length > 1)!;
+    const member = merged.sources[merged.sources.length - 1];
+    g.hidden[member * 64] = Infinity;
+    expect(expectError(() => visionZip(g, { dominant: 10, contextual: 4 }), "NON_FINITE")).toContain(`at token ${member}, dim 0`);
+  });
+});
