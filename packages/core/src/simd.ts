@@ -96,6 +96,42 @@ const KERNELS: Record<string, Kernel> = {
       ]
     };
   })(),
+  // dots(key, units, count, n, res): res[j] = key . units[j] (float32) for the count rows of units
+  // (n bytes each, back to back) at res + 4 j.
+  dots: (() => {
+    const [key, units, count, n, res, i, j, u, r, s] = [...Array(10).keys()];
+    const F32_ZERO = [0x43, 0, 0, 0, 0];
+    return {
+      params: [I32, I32, I32, I32, I32],
+      locals: [[4, I32], [1, V128]],
+      body: [
+        ...get(units), ...set(u), ...get(res), ...set(r), 0x41, 0, ...set(j),
+        0x02, 0x40, 0x03, 0x40, ...get(j), ...get(count), 0x4f, 0x0d, 1,
+        ...F32_ZERO, ...SPLAT, ...set(s), 0x41, 0, ...set(i),
+        ...loop(i, n, [...get(s), ...load(key, i), ...load(u, i), ...MUL, ...ADD, ...set(s)]),
+        ...get(r), ...hsum(s), 0x38, 2, 0,
+        ...get(u), ...get(n), 0x6a, ...set(u), ...get(r), 0x41, 4, 0x6a, ...set(r), ...get(j), 0x41, 1, 0x6a, ...set(j),
+        0x0c, 0, 0x0b, 0x0b
+      ]
+    };
+  })(),
+  // norms(rows, count, n, res): res[j] = rows[j] . rows[j] (float32) for count rows of n bytes.
+  norms: (() => {
+    const [rows, count, n, res, i, j, u, r, s] = [...Array(9).keys()];
+    return {
+      params: [I32, I32, I32, I32],
+      locals: [[4, I32], [1, V128]],
+      body: [
+        ...get(rows), ...set(u), ...get(res), ...set(r), 0x41, 0, ...set(j),
+        0x02, 0x40, 0x03, 0x40, ...get(j), ...get(count), 0x4f, 0x0d, 1,
+        0x43, 0, 0, 0, 0, ...SPLAT, ...set(s), 0x41, 0, ...set(i),
+        ...loop(i, n, [...get(s), ...load(u, i), ...load(u, i), ...MUL, ...ADD, ...set(s)]),
+        ...get(r), ...hsum(s), 0x38, 2, 0,
+        ...get(u), ...get(n), 0x6a, ...set(u), ...get(r), 0x41, 4, 0x6a, ...set(r), ...get(j), 0x41, 1, 0x6a, ...set(j),
+        0x0c, 0, 0x0b, 0x0b
+      ]
+    };
+  })(),
   // wsum4(dst, a, b, c, e, n, wa, wb, wc, we): dst = wa a + wb b + wc c + we e
   wsum4: (() => {
     const [dst, a, b, c, e, n, wa, wb, wc, we, i, va, vb, vc, ve] = [...Array(15).keys()];
@@ -142,6 +178,8 @@ export interface SimdKernels {
   acc1(acc: number, a: number, n: number): void;
   axpy(dst: number, t: number, acc: number, n: number, s: number): void;
   logits4(a: number, b: number, c: number, e: number, n: number, wa: number, wb: number, wc: number, we: number, res: number): void;
+  dots(key: number, units: number, count: number, n: number, res: number): void;
+  norms(rows: number, count: number, n: number, res: number): void;
   wsum4(dst: number, a: number, b: number, c: number, e: number, n: number, wa: number, wb: number, wc: number, we: number): void;
 }
 

@@ -10,7 +10,7 @@ import {
   single
 } from "./features.js";
 import { sumRows } from "./math.js";
-import { simd, stage } from "./simd.js";
+import { simd, stage, type SimdKernels } from "./simd.js";
 import type { ReducedTokens, TokenProvenance, VisionFeatures } from "./types.js";
 
 export interface VisionZipOptions {
@@ -240,7 +240,20 @@ function mergeContextual(
       sizes[i / step]++;
     } else others[m++] = i;
   }
-  for (let x = 0; x < others.length; x += 2) {
+  // With SIMD the hidden states, keys and unit target keys go to the kernels' memory (layout after
+  // the hidden states: one accumulator row, the unit keys, the keys, the similarities).
+  const k = dim % 4 === 0 ? simd() : null;
+  const dots = k !== null && keyDim % 4 === 0;
+  const unitsAt = dim, keysAt = unitsAt + targets * keyDim, normsAt = keysAt + keys.length, simAt = normsAt + f.numTokens;
+  const staged = k && stage(k, hidden, dots ? simAt + targets + 4 : dim, dim);
+  if (dots && staged) {
+    const { mem, extra } = staged;
+    mem.set(units.subarray(0, targets * keyDim), extra + unitsAt); // rounded to float32
+    mem.set(keys, extra + keysAt);
+    k.norms((extra + keysAt) * 4, f.numTokens, keyDim * 4, (extra + normsAt) * 4);
+    matchByDots(keys, keyDim, units, targets, remaining, others, group, f, reducer, k, mem, extra + keysAt, extra + unitsAt, extra + normsAt, extra + simAt);
+  }
+  for (let x = 0; x < (dots ? 0 : others.length); x += 2) {
     const i0 = others[x], i1 = others[Math.min(x + 1, others.length - 1)];
     const k0 = remaining[i0] * keyDim, k1 = remaining[i1] * keyDim;
     let norm0 = 0, norm1 = 0;
@@ -297,8 +310,6 @@ function mergeContextual(
 
   // Target + mean of the members: with SIMD summed in float32 inside the kernels' memory, else in
   // float64 here.
-  const k = dim % 4 === 0 ? simd() : null;
-  const staged = k && stage(k, hidden, dim, dim);
   const sum = new Float64Array(staged ? 0 : dim);
   const rows = new Int32Array(count);
   for (let j = 0; j < targets; j++) {
@@ -330,6 +341,60 @@ function mergeContextual(
       for (let d = 0; d < dim; d++) out[o + d] = hidden[h + d] + sum[d] * inv;
     }
     provenance.push({ kind: "contextual", sources: members.slice(starts[j], starts[j + 1]) });
+  }
+}
+
+/**
+ * The SIMD matching: float32 similarities of each token's key with every unit target key, then
+ * the same choice as the float64 loop. Float32 dots are off by far less than `slack` (1e-5 of the
+ * key's length, against ~64 x 6e-8 for 64-dim keys); when other targets come within it of the best,
+ * those few are recomputed in float64 in the plain loop's order, so near-ties go the same way.
+ */
+function matchByDots(
+  keys: Float32Array,
+  keyDim: number,
+  units: Float64Array,
+  targets: number,
+  remaining: Int32Array,
+  others: Int32Array,
+  group: Int32Array,
+  f: VisionFeatures & { keys: Float32Array; keyDim: number },
+  reducer: string,
+  k: SimdKernels,
+  mem: Float32Array,
+  keysAt: number,
+  unitsAt: number,
+  normsAt: number,
+  simAt: number
+): void {
+  const n = keyDim * 4;
+  for (let x = 0; x < others.length; x++) {
+    const i = others[x];
+    const kk = remaining[i] * keyDim;
+    let norm = mem[normsAt + remaining[i]];
+    if (norm * 0 !== 0) {
+      // Non-finite in float32: a bad key, or one so long its square overflows float32 only.
+      norm = 0;
+      for (let d = 0; d < keyDim; d++) norm += keys[kk + d] * keys[kk + d];
+      if (norm * 0 !== 0) throw keyError(f, remaining[i], reducer);
+    }
+    k.dots((keysAt + kk) * 4, unitsAt * 4, targets, n, simAt * 4);
+    let best = 0;
+    let top = mem[simAt];
+    for (let j = 1; j < targets; j++) if (mem[simAt + j] > top) (best = j), (top = mem[simAt + j]);
+    const slack = 1e-5 * Math.sqrt(norm);
+    let close = false;
+    for (let j = 0; j < targets; j++) if (j !== best && mem[simAt + j] >= top - slack) close = true;
+    if (close) {
+      let exact = -Infinity;
+      for (let j = 0; j < targets; j++) {
+        if (mem[simAt + j] < top - slack) continue;
+        let s = 0;
+        for (let d = 0; d < keyDim; d++) s += keys[kk + d] * units[j * keyDim + d];
+        if (s > exact) (best = j), (exact = s);
+      }
+    }
+    group[i] = best;
   }
 }
 

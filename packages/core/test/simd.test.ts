@@ -2,7 +2,7 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { poolTokens, regionPack, visionZip, visionZipAdaptive, type ReducedTokens, type VisionFeatures } from "../src/index.js";
 import { setSimdEnabled, simd } from "../src/simd.js";
-import { expectClose, expectError, random } from "./helpers.js";
+import { expectClose, expectError, gridFeatures, random } from "./helpers.js";
 
 /** CLS last (llama.cpp order) plus a rows x cols grid, softmax attention, random hidden and keys. */
 function features(rows: number, cols: number, dim: number, seed: number): VisionFeatures {
@@ -84,5 +84,32 @@ describe("SIMD kernels", () => {
     const member = merged.sources[merged.sources.length - 1];
     g.hidden[member * 64] = Infinity;
     expect(expectError(() => visionZip(g, { dominant: 10, contextual: 4 }), "NON_FINITE")).toContain(`at token ${member}, dim 0`);
+  });
+
+  it("report a NaN key, and take keys too long for float32 squares in their stride", () => {
+    const f = features(8, 8, 64, 9);
+    const merged = visionZip(f, { dominant: 10, contextual: 4 }).provenance.filter((p) => p.kind === "contextual");
+    const member = merged.find((p) => p.sources.length > 1)!.sources[1];
+    const bad = { ...f, keys: f.keys!.slice() };
+    bad.keys[member * 16 + 15] = NaN;
+    expect(expectError(() => visionZip(bad, { dominant: 10, contextual: 4 }), "NON_FINITE")).toContain(`keys holds NaN at token ${member}, dim 15`);
+    const long = { ...f, keys: f.keys!.map((v) => v * 1e21) }; // |key|^2 ~ 1e42: finite in float64 only
+    const [fast, plain] = both(() => visionZip(long, { dominant: 10, contextual: 4 }));
+    expect(fast.provenance).toEqual(plain.provenance);
+    expect(fast.provenance).toEqual(visionZip(f, { dominant: 10, contextual: 4 }).provenance);
+  });
+
+  it("match near-ties the way the float64 loop does", () => {
+    // 1 x 8 grid, token 0 dominant; remaining 1..7 with contextual 2 gives targets 1 and 4. Every
+    // other key is [1, 5e-4, 0, 0]: its similarity to target 4's unit key [1, 1e-4] / |.| beats
+    // target 1's [1, 0] by 4.5e-8 in float64, less than float32 can tell apart from 1.
+    const f = gridFeatures(1, 8, 4);
+    f.heads = 1;
+    f.attention = Float32Array.from({ length: 64 }, (_, i) => (i % 8 === 0 ? 0.3 : 0.1));
+    f.keyDim = 4;
+    f.keys = Float32Array.from({ length: 32 }, (_, i) => (i % 4 === 0 ? 1 : i % 4 === 1 ? (i === 5 ? 0 : i === 17 ? 1e-4 : 5e-4) : 0));
+    const [fast, plain] = both(() => visionZip(f, { dominant: 1, contextual: 2 }));
+    expect(plain.provenance.map((p) => Array.from(p.sources))).toEqual([[0], [1], [2, 3, 4, 5, 6, 7]]);
+    expect(fast.provenance).toEqual(plain.provenance);
   });
 });
