@@ -61,10 +61,11 @@ export function poolTokens(f: VisionFeatures, options: PoolOptions): ReducedToke
         for (let d = 0; d < dim; d++) out[o + d] = sum[d] * inv;
       }
       // Each window's mean is finite exactly when its hidden rows are: check it while it is in cache.
-      finite &&= allFinite(out, o, o + dim);
+      if (!staged) finite &&= allFinite(out, o, o + dim);
       provenance.push({ kind: "pooled", sources: window.slice(0, m) });
     }
   }
+  if (k && staged) finite = k.finite(staged.extra * 4, numTokens * dim * 4) === 1;
   const reduced: ReducedTokens = { hidden: staged ? out.slice() : out, numTokens, dim, provenance };
   if (!finite) throwNonFiniteOutput(f, reduced, "poolTokens");
   return reduced;

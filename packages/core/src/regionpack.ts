@@ -82,10 +82,11 @@ export function regionPack(f: VisionFeatures, options: RegionPackOptions): Reduc
         weightedSum(hidden, dim, region, weights, size, acc, out, o);
       }
       // A convex combination of finite rows is finite: a non-finite input row shows up here, in cache.
-      finite &&= allFinite(out, o, o + dim);
+      if (!staged) finite &&= allFinite(out, o, o + dim);
       provenance.push({ kind: "packed", sources: region.slice() });
     }
   }
+  if (k && staged) finite = k.finite(staged.extra * 4, numTokens * dim * 4) === 1;
   const reduced: ReducedTokens = { hidden: staged ? out.slice() : out, numTokens, dim, provenance };
   if (!finite) throwNonFiniteOutput(f, reduced, "regionPack");
   return reduced;

@@ -40,6 +40,7 @@ const splatTo = (from: number, to: number): number[] => [...get(from), ...SPLAT,
 
 interface Kernel {
   params: number[];
+  results?: number[];
   locals: number[][];
   body: number[];
 }
@@ -132,6 +133,21 @@ const KERNELS: Record<string, Kernel> = {
       ]
     };
   })(),
+  // finite(ptr, n) -> 1 when the n bytes at ptr hold no NaN or ±Infinity, else 0: x * 0 is 0 for
+  // finite x and NaN otherwise, so the running sum stays equal to itself exactly when all are.
+  finite: (() => {
+    const [ptr, n, i, acc, zero] = [0, 1, 2, 3, 4];
+    return {
+      params: [I32, I32],
+      results: [I32],
+      locals: [[1, I32], [2, V128]],
+      body: [
+        0x43, 0, 0, 0, 0, ...SPLAT, ...set(zero), ...get(zero), ...set(acc),
+        ...loop(i, n, [...get(acc), ...load(ptr, i), ...get(zero), ...MUL, ...ADD, ...set(acc)]),
+        ...get(acc), ...get(acc), ...op(65), ...op(163) // f32x4.eq, i32x4.all_true
+      ]
+    };
+  })(),
   // wsum4(dst, a, b, c, e, n, wa, wb, wc, we): dst = wa a + wb b + wc c + we e
   wsum4: (() => {
     const [dst, a, b, c, e, n, wa, wb, wc, we, i, va, vb, vc, ve] = [...Array(15).keys()];
@@ -153,7 +169,7 @@ function moduleBytes(): Uint8Array {
   const names = Object.keys(KERNELS);
   return new Uint8Array([
     0x00, 0x61, 0x73, 0x6d, 1, 0, 0, 0,
-    ...section(1, vec(names.map((k) => [0x60, ...vec(KERNELS[k].params.map((p) => [p])), 0]))),
+    ...section(1, vec(names.map((k) => [0x60, ...vec(KERNELS[k].params.map((p) => [p])), ...vec((KERNELS[k].results ?? []).map((r) => [r]))]))),
     ...section(3, vec(names.map((_, i) => [i]))),
     ...section(5, vec([[0x00, 1]])),
     ...section(7, vec([...names.map((k, i) => [...name(k), 0x00, i]), [...name("memory"), 0x02, 0]])),
@@ -180,6 +196,7 @@ export interface SimdKernels {
   logits4(a: number, b: number, c: number, e: number, n: number, wa: number, wb: number, wc: number, we: number, res: number): void;
   dots(key: number, units: number, count: number, n: number, res: number): void;
   norms(rows: number, count: number, n: number, res: number): void;
+  finite(ptr: number, n: number): number;
   wsum4(dst: number, a: number, b: number, c: number, e: number, n: number, wa: number, wb: number, wc: number, we: number): void;
 }
 

@@ -79,6 +79,12 @@ describe("SIMD kernels", () => {
     f.hidden[9 * 64 + 5] = NaN;
     expect(expectError(() => poolTokens(f, { stride: 2 }), "NON_FINITE")).toContain("hidden holds NaN at token 9, dim 5");
     expect(expectError(() => regionPack(f, { scale: 2 }), "NON_FINITE")).toContain("hidden holds NaN at token 9, dim 5");
+    f.hidden[9 * 64 + 5] = 0;
+    f.hidden[63 * 64 + 63] = -Infinity; // the last value of the last patch
+    expect(expectError(() => poolTokens(f, { stride: 2 }), "NON_FINITE")).toContain("hidden holds -Infinity at token 63, dim 63");
+    expect(expectError(() => regionPack(f, { scale: 2 }), "NON_FINITE")).toContain("hidden holds -Infinity at token 63, dim 63");
+    f.hidden[63 * 64 + 63] = 0;
+    expect(poolTokens(f, { stride: 2 }).numTokens).toBe(16);
     const g = features(8, 8, 64, 8);
     const merged = visionZip(g, { dominant: 10, contextual: 4 }).provenance.find((p) => p.kind === "contextual" && p.sources.length > 1)!;
     const member = merged.sources[merged.sources.length - 1];
