@@ -24,9 +24,9 @@ export function regionPack(f: VisionFeatures, options: RegionPackOptions): Reduc
   const xs = sourceTaps(cols, regions.cols);
   const size = scale * scale;
   const numTokens = regions.rows * regions.cols;
-  // With SIMD, scale-2 regions run in float32 inside the kernels' memory; the rest in float64 here.
-  const k = dim % 4 === 0 && scale === 2 ? simd() : null;
-  const staged = k && stage(k, hidden, numTokens * dim, dim);
+  // With SIMD the regions run in float32 inside the kernels' memory, else in float64 here.
+  const k = dim % 4 === 0 ? simd() : null;
+  const staged = k && stage(k, hidden, numTokens * dim + dim, dim); // output rows, then the query
   const out = staged ? staged.mem.subarray(staged.extra, staged.extra + numTokens * dim) : new Float32Array(numTokens * dim);
   const provenance: TokenProvenance[] = [];
   const region = new Int32Array(size);
@@ -57,6 +57,17 @@ export function regionPack(f: VisionFeatures, options: RegionPackOptions): Reduc
         for (let x = 0; x < 4; x++) weights[x] = staged.mem[res + x] * invSqrtDim;
         softmaxInPlace(weights, 4);
         k.wsum4((staged.extra + o) * 4, a * 4, b * 4, c * 4, e * 4, n, weights[0], weights[1], weights[2], weights[3]);
+      } else if (k && staged) {
+        // Any other scale: the query, then one logit per patch, then the weighted sum row by row.
+        const n = dim * 4, res = staged.res, q = (staged.extra + numTokens * dim) * 4, dst = (staged.extra + o) * 4;
+        k.wsum4(q, a * 4, b * 4, c * 4, e * 4, n, wa, wb, wc, we);
+        for (let x = 0; x < size; x++) {
+          k.dots(q, region[x] * n, 1, n, res * 4);
+          weights[x] = staged.mem[res] * invSqrtDim;
+        }
+        softmaxInPlace(weights, size);
+        k.axpy(dst, staged.zero * 4, region[0] * n, n, weights[0]);
+        for (let x = 1; x < size; x++) k.axpy(dst, dst, region[x] * n, n, weights[x]);
       } else {
         if (fused) {
           // Scale 2: the query's four taps are the region's own patches, so one pass over them

@@ -1,6 +1,6 @@
 // The WebAssembly SIMD kernels (float32, four lanes) against the plain float64 loops.
 import { afterEach, describe, expect, it } from "vitest";
-import { poolTokens, regionPack, visionZip, visionZipAdaptive, type ReducedTokens, type VisionFeatures } from "../src/index.js";
+import { poolTokens, reduce, regionPack, visionZip, visionZipAdaptive, type ReducedTokens, type VisionFeatures } from "../src/index.js";
 import { setSimdEnabled, simd } from "../src/simd.js";
 import { expectClose, expectError, gridFeatures, random } from "./helpers.js";
 
@@ -63,6 +63,23 @@ describe("SIMD kernels", () => {
       expectClose(fast.hidden, plain.hidden, 1e-5);
       expect(fast.hidden).not.toBe(plain.hidden);
     }
+  });
+
+  it.each([1, 2, 3, 6])("regionPack %i (any scale) gives the plain loops' tokens", (scale) => {
+    for (const [dim, seed] of [[64, 11], [12, 12], [256, 13]]) {
+      const f = features(6, 6, dim, seed);
+      const [fast, plain] = both(() => regionPack(f, { scale }));
+      expect(fast.provenance).toEqual(plain.provenance);
+      expectClose(fast.hidden, plain.hidden, 1e-5);
+    }
+  });
+
+  it("reduce none checks the passed-through patches (SIMD) and copies them exactly", () => {
+    const f = features(6, 6, 64, 14);
+    const [fast, plain] = both(() => reduce(f, { kind: "none" }));
+    expect(fast).toEqual(plain);
+    f.hidden[7 * 64 + 1] = NaN;
+    expect(expectError(() => reduce(f, { kind: "none" }), "NON_FINITE")).toContain("hidden holds NaN at token 7, dim 1");
   });
 
   it("results do not alias the kernels' memory (a later call leaves them alone)", () => {
