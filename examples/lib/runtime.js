@@ -69,12 +69,27 @@ async function openLlama({ profile, modelPath, mmprojPath, threads, onProgress }
 }
 
 /**
+ * One untimed image turn per reducer, so that one-off costs (weights paged in, compute graphs
+ * allocated, threads spun up) land in no measured turn and in neither side of a comparison.
+ */
+export async function warmUp(rt, image, reducers) {
+  for (const reducer of reducers) {
+    const chat = await rt.newChat(reducer);
+    try {
+      await chat.prompt("Hi", { images: [image], maxTokens: 1, temperature: 0 });
+    } finally {
+      await chat.dispose();
+    }
+  }
+}
+
+/**
  * Prebuilt binaries only (CPU, or a GPU one the user installed): with build "auto", node-llama-cpp
  * compiles llama.cpp from source for ten minutes or more as soon as it sees e.g. Vulkan libraries.
  */
 async function loadLlama(getLlama) {
   try {
-    return await getLlama({ build: "never" });
+    return await getLlama({ build: "never", logLevel: "error" });
   } catch (error) {
     throw new LeanVisionError(
       "NATIVE_BUILD",
