@@ -116,8 +116,7 @@ export function installPlaceholderTokenizer(model: LlamaModel): void {
       if (piece.includes(MARKER_START)) {
         throw new LeanVisionError(
           "CONTEXT_OVERFLOW",
-          "an image marker in the chat history is cut or comes from another process; an image cannot be partly in the " +
-            "context. Use a larger context (or fewer images), and do not restore chat histories with images across processes"
+          "an image marker in the chat history was cut (an image cannot be partly in the context); use a larger context or fewer images"
         );
       }
       // Text after an image is tokenized on its own (as mtmd does), without a leading space.
@@ -125,7 +124,12 @@ export function installPlaceholderTokenizer(model: LlamaModel): void {
     };
     for (const match of text.matchAll(MARKER_RE)) {
       tokenizePiece(text.slice(last, match.index));
-      if (match[1] !== PROCESS_NONCE) tokenizePiece(match[0]); // throws: not this process's image
+      if (match[1] !== PROCESS_NONCE) {
+        throw new LeanVisionError(
+          "INVALID_INPUT",
+          "the chat history holds an image from another process (its embeddings are not here); remove it, or prompt with the image again"
+        );
+      }
       const first = Number(match[2]);
       const count = Number(match[3]);
       for (let i = 0; i < count; i++) tokens.push((first + i) as Token);

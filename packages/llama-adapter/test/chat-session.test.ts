@@ -226,6 +226,19 @@ describe("VisionChatSession (tiny: CLIP with CLS)", () => {
       await expectUnchangedAndUsable();
     });
 
+    it("a history with an image marker from another process, or a cut one → a typed error, never text", async () => {
+      const { context: other, session: restored } = await newSession(512);
+      const foreign = "\uE000lv00000000:1073741824:64\uE001\nWhat is this?";
+      restored.setChatHistory([{ type: "user", text: foreign }, { type: "model", response: ["A cat."] }]);
+      await expectLeanVisionError(restored.prompt("And now?", { maxTokens: 1 }), "INVALID_INPUT");
+      restored.setChatHistory([{ type: "user", text: "\uE000lv0000:10737\nWhat is this?" }, { type: "model", response: ["A cat."] }]);
+      await expectLeanVisionError(restored.prompt("And now?", { maxTokens: 1 }), "CONTEXT_OVERFLOW");
+      restored.setChatHistory([]);
+      await restored.prompt("Hello", { maxTokens: 1 });
+      restored.dispose();
+      await other.dispose();
+    });
+
     it("a disposed session → DISPOSED", async () => {
       const { context: other, session: disposed } = await newSession(256);
       disposed.dispose();
