@@ -219,10 +219,6 @@ export class SequenceInjector {
     for (const image of [...this.images.values()]) if (!keep(image)) this.images.delete(image.firstToken);
   }
 
-  get registeredImages(): InjectedImage[] {
-    return [...this.images.values()];
-  }
-
   detach(): void {
     if (this.internals._decodeTokens !== this.originalDecode) delete (this.internals as Partial<SequenceInternals>)._decodeTokens;
     this.images.clear();
