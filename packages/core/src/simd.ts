@@ -1,5 +1,5 @@
 // WebAssembly SIMD kernels for the reducers' hot loops (f32x4: four floats per instruction, where
-// plain JavaScript does one). The module is assembled here from a few opcodes (under 1 KB, no
+// plain JavaScript does one). The module is assembled here from a few opcodes (1.3 KB, no
 // build step, no dependency) and instantiated on first use. Where WebAssembly SIMD is missing or
 // blocked (an old engine, a Content-Security-Policy without 'wasm-unsafe-eval'), `simd()` returns
 // null and the reducers use their plain loops. The kernels work on byte offsets into `memory`;
