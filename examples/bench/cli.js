@@ -32,9 +32,9 @@ async function main(argv) {
 
   let anchor = null;
   if (options.anchor) {
-    process.stderr.write("  stock llama-mtmd-cli (all visual tokens)\n");
+    process.stderr.write("  stock llama-mtmd-cli, all visual tokens (built from the bundled llama.cpp source on first use: minutes)\n");
     const { ensureMtmdCli } = await import("@leanvision/testkit");
-    const cliPath = await ensureMtmdCli({ onProgress: progressBar("building llama-mtmd-cli") });
+    const cliPath = await ensureMtmdCli();
     anchor = await runMtmdAnchor({
       cliPath,
       modelPath: rt.modelPath,

@@ -5,14 +5,15 @@ import { median, round } from "./stats.js";
 
 /**
  * Reads llama-mtmd-cli's log (stdout and stderr together) for one single-turn run:
- *   "image slice encoded in 812 ms"                        → encodeMs (vision encoder + projector)
+ *   "image slice encoded in 812 ms", or in newer builds
+ *   "mtmd batch encoding done in 812 ms"                    → encodeMs (vision encoder + projector)
  *   "decoding image batch 1/1, n_tokens_batch = 576"        → visualTokens (summed over batches)
  *   "image decoded (batch 1/1) in 95 ms"                    → imageDecodeMs (summed)
  *   "llama_perf_context_print: prompt eval time = 130.5 ms / 612 tokens" → prefillMs, promptTokens
  * ttftMs is encode + prefill: the CLI does not time its first token itself.
  */
 export function parseMtmdLog(log) {
-  const encode = [...log.matchAll(/image slice encoded in (\d+(?:\.\d+)?) ms/g)].map((m) => Number(m[1]));
+  const encode = [...log.matchAll(/(?:image slice encoded in|mtmd batch encoding done in) (\d+(?:\.\d+)?) ms/g)].map((m) => Number(m[1]));
   const batches = [...log.matchAll(/decoding image batch \d+\/\d+, n_tokens_batch = (\d+)/g)].map((m) => Number(m[1]));
   const decoded = [...log.matchAll(/image decoded \(batch \d+\/\d+\) in (\d+(?:\.\d+)?) ms/g)].map((m) => Number(m[1]));
   const promptEval = log.match(/prompt eval time =\s*(\d+(?:\.\d+)?) ms \/\s*(\d+) tokens/);
@@ -37,7 +38,8 @@ export function parseMtmdLog(log) {
 
 /** Command-line arguments for one single-turn, one-token llama-mtmd-cli run. */
 export function mtmdArgs({ modelPath, mmprojPath, image, prompt, threads, chatTemplate }) {
-  const args = ["-m", modelPath, "--mmproj", mmprojPath, "--image", image, "-p", prompt, "-n", "1", "--temp", "0", "-c", "4096"];
+  // -lv 4: the timings are logged at info level.
+  const args = ["-m", modelPath, "--mmproj", mmprojPath, "--image", image, "-p", prompt, "-n", "1", "--temp", "0", "-c", "4096", "-lv", "4"];
   if (threads) args.push("-t", String(threads));
   if (chatTemplate) args.push("--chat-template", chatTemplate);
   return args;

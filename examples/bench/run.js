@@ -1,6 +1,7 @@
 // Runs the benchmark: every reducer, `runs` fresh conversations of `turns` turns each, medians per turn.
 import { formatReducerSpec } from "@leanvision/core";
 import { medianTurns } from "./stats.js";
+import { warmUp } from "../lib/runtime.js";
 
 /** Questions asked in order; the image goes with the first. */
 export const QUESTIONS = [
@@ -19,6 +20,7 @@ export function questionFor(turnIndex) {
  * { runtime, profile, model, textTokens, results: [{ reducer, visualTokens, turns: [...] }] }.
  */
 export async function runBenchmark(rt, { reducers, image, turns, runs, maxTokens, onRun = () => {} }) {
+  await warmUp(rt, image, reducers);
   const results = [];
   for (const reducer of reducers) {
     const name = formatReducerSpec(reducer);

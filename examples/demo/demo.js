@@ -23,7 +23,7 @@ export const DEMO_USAGE = `Usage: pnpm demo -- [options]
   --reducer <spec>               LeanVision's reducer (default ${DEFAULT_REDUCER}; others: ${OTHER_REDUCERS})
   --turns <n>                    scripted turns when no terminal is attached (default 3)
   --max-tokens <n>               answer length per turn (default 16)
-  --threads <n>                  CPU threads (llama; default: all cores)
+  --threads <n>                  CPU threads (llama; default: all cores but one)
   --help`;
 
 const OPTIONS = {

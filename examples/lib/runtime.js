@@ -2,12 +2,21 @@
 //   const rt = await openRuntime({ runtime, profile | modelPath (+ mmprojPath) });
 //   const chat = await rt.newChat(reducerSpec);   // a fresh context / KV cache
 //   await chat.prompt(text, { images, maxTokens, onTextChunk });  chat.lastTurn; chat.dispose();
+import { availableParallelism } from "node:os";
 import { LeanVisionError } from "@leanvision/core";
+
+/**
+ * All cores but one. ggml's threads wait for each other at every op; when another process holds a
+ * core they spin: on a busy 2-core machine two threads made prefill several times slower than one.
+ */
+export function defaultThreads() {
+  return Math.max(1, availableParallelism() - 1);
+}
 
 /**
  * source: { runtime: "llama"|"transformers", profile?: string, modelPath?: string, mmprojPath?: string,
  *           threads?: number, onProgress?: (done, total) => void }
- * profile = a synthetic model written by the testkit; threads = CPU threads (llama; default: all cores).
+ * profile = a synthetic model written by the testkit; threads = CPU threads (llama; default: all cores but one).
  */
 export async function openRuntime(source) {
   if (source.runtime === "llama") return openLlama(source);
@@ -15,7 +24,7 @@ export async function openRuntime(source) {
   throw new LeanVisionError("INVALID_INPUT", `unknown runtime "${source.runtime}"; use "llama" or "transformers"`);
 }
 
-async function openLlama({ profile, modelPath, mmprojPath, threads, onProgress }) {
+async function openLlama({ profile, modelPath, mmprojPath, threads = defaultThreads(), onProgress }) {
   if (profile) {
     const { ensureLlavaGguf } = await import("@leanvision/testkit");
     ({ modelPath, mmprojPath } = await ensureLlavaGguf(profile, { onProgress }));
@@ -33,7 +42,7 @@ async function openLlama({ profile, modelPath, mmprojPath, threads, onProgress }
     model: { modelPath, mmprojPath, parameters: Number(model.fileInsights.totalElements ?? 0) || undefined, trainContextSize: model.trainContextSize },
     modelPath,
     mmprojPath,
-    threads: threads ?? llama.cpuMathCores,
+    threads,
     countTokens: (text) => model.tokenize(text).length,
     async newChat(reducer, { systemPrompt } = {}) {
       const context = await model.createContext({ contextSize: { max: 4096 }, threads });

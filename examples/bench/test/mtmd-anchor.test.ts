@@ -19,7 +19,29 @@ llama_perf_context_print:        eval time =       0.00 ms /     1 runs   (    0
 llama_perf_context_print:       total time =    1500.00 ms /   613 tokens
 `;
 
+// A real run of the bundled build (tiny profile, test-1.jpeg, -t 1 -lv 4), the lines that matter.
+const BATCH_LOG = `0.00.188.770 I get_dummy_batch: warmup with image size = 336 x 336
+0.00.208.901 I encoding mtmd batch, n_chunks = 1 (done = 1, total = 3)
+0.00.291.880 I mtmd batch encoding done in 83 ms
+0.00.291.912 I decoding image batch 1/1, n_tokens_batch = 576
+0.00.377.656 I image decoded (batch 1/1) in 86 ms
+0.00.383.832 I llama_perf_context_print:        load time =      47.89 ms
+0.00.383.834 I llama_perf_context_print: prompt eval time =     174.68 ms /   594 tokens (    0.29 ms per token,  3400.48 tokens per second)
+0.00.383.835 I llama_perf_context_print:        eval time =       0.00 ms /     1 runs   (    0.00 ms per token,      inf tokens per second)
+`;
+
 describe("parseMtmdLog", () => {
+  it("reads the batched-encoding log of the bundled build", () => {
+    expect(parseMtmdLog(BATCH_LOG)).toEqual({
+      visualTokens: 576,
+      promptTokens: 594,
+      encodeMs: 83,
+      imageDecodeMs: 86,
+      prefillMs: 174.68,
+      ttftMs: 257.68
+    });
+  });
+
   it("reads encode, image batches and prompt eval timings", () => {
     expect(parseMtmdLog(LOG)).toEqual({
       visualTokens: 576,
@@ -46,7 +68,7 @@ describe("parseMtmdLog", () => {
 describe("mtmdArgs", () => {
   it("asks for one token on a single turn, with threads and a chat template when given", () => {
     const args = mtmdArgs({ modelPath: "m.gguf", mmprojPath: "p.gguf", image: "i.jpg", prompt: "Describe.", threads: 2, chatTemplate: "vicuna" });
-    expect(args).toEqual(["-m", "m.gguf", "--mmproj", "p.gguf", "--image", "i.jpg", "-p", "Describe.", "-n", "1", "--temp", "0", "-c", "4096", "-t", "2", "--chat-template", "vicuna"]);
+    expect(args).toEqual(["-m", "m.gguf", "--mmproj", "p.gguf", "--image", "i.jpg", "-p", "Describe.", "-n", "1", "--temp", "0", "-c", "4096", "-lv", "4", "-t", "2", "--chat-template", "vicuna"]);
     expect(mtmdArgs({ modelPath: "m", mmprojPath: "p", image: "i", prompt: "q" })).not.toContain("-t");
   });
 });
