@@ -152,7 +152,7 @@ async function* askLoop({ input, output }) {
 
 /** Side-by-side table: one "without" and one "with" line per turn, plus the speed-ups. */
 export function formatComparison(rows, leanName) {
-  const header = ["turn", "", "visual tokens", "evaluated", "reused", "vision ms", "prefill ms", "TTFT ms", "prefill", "TTFT"];
+  const header = ["turn", "", "visual tokens", "evaluated", "reused", "vision ms", "prefill ms", "TTFT ms", "prefill speed-up", "TTFT speed-up"];
   const cells = (t) => [String(t.visualTokens), String(t.evaluatedTokens), String(t.reusedTokens), ms(t.encodeMs + t.reduceMs + t.projectMs), ms(t.prefillMs), ms(t.ttftMs)];
   const lines = [];
   for (const { turn, without, with: withLean } of rows) {
@@ -169,5 +169,5 @@ function ms(value) {
 }
 
 function ratio(slow, fast) {
-  return fast > 0 ? `${(slow / fast).toFixed(2)}x faster` : "";
+  return fast > 0 ? `${(slow / fast).toFixed(2)}x` : "";
 }
