@@ -4,7 +4,8 @@ export type {
   TokenKind,
   TokenProvenance,
   ReducerSpec,
-  TurnTimings
+  TurnTimings,
+  TurnImage
 } from "./types.js";
 export { LeanVisionError, type CoreErrorCode } from "./errors.js";
 export { visionZip, visionZipAdaptive, type VisionZipOptions, type AdaptiveVisionZipOptions } from "./visionzip.js";

@@ -54,3 +54,12 @@ export interface TurnTimings {
   evaluatedTokens: number;
   reusedTokens: number;
 }
+
+/** What a chat turn reports about each image it encoded (overlays draw provenance over the patch grid). */
+export interface TurnImage {
+  width: number;
+  height: number;
+  grid: { rows: number; cols: number };
+  clsIndex: number | null;
+  provenance: TokenProvenance[];
+}

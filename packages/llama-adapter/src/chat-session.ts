@@ -3,7 +3,7 @@
 // message carries a marker that renders as the image's placeholder tokens (see injection.ts). The
 // image precedes the text, as in LLaVA ("<image>\n<question>").
 import { formatReducerSpec, LeanVisionError } from "@leanvision/core";
-import type { TokenProvenance, TurnTimings } from "@leanvision/core";
+import type { TurnImage, TurnTimings } from "@leanvision/core";
 import { LlamaChatSession } from "node-llama-cpp";
 import type { ChatHistoryItem, LlamaChatSessionOptions, LlamaContextSequence, Token } from "node-llama-cpp";
 import { createInjectedImage, SequenceInjector } from "./injection.js";
@@ -27,19 +27,11 @@ export interface VisionPromptOptions {
   signal?: AbortSignal;
 }
 
-export interface VisionTurnImage {
-  width: number;
-  height: number;
-  grid: { rows: number; cols: number };
-  clsIndex: number | null;
-  provenance: TokenProvenance[];
-}
-
 export interface VisionTurn extends TurnTimings {
   turn: number;
   /** The reducer the images of this turn went through (formatReducerSpec form). */
   reducer: string;
-  images: VisionTurnImage[];
+  images: TurnImage[];
   /** Visual embeddings decoded this turn: this turn's images, plus earlier ones if they had to be re-injected. */
   injectedTokens: number;
 }
@@ -168,7 +160,7 @@ export class VisionChatSession {
     // Everything that can fail on bad input happens before anything is written to the chat or the KV cache.
     const reducer = formatReducerSpec(this.vision.reducer);
     const timings = { encodeMs: 0, reduceMs: 0, projectMs: 0 };
-    const turnImages: VisionTurnImage[] = [];
+    const turnImages: TurnImage[] = [];
     const injected: InjectedImage[] = [];
     const expectedEmbd = this.sequence.model.embeddingVectorSize;
     for (const input of imageInputs) {

@@ -2,10 +2,10 @@
 export { loadVisionModel, LlamaVisionModel, decodeImage } from "./vision-model.js";
 export type { EncodedImage, ImageInput, LoadVisionModelOptions, RawRgbImage } from "./vision-model.js";
 export { loadNativeBinding } from "./native-binding.js";
-export type { NativeBinding, NativeVisionFeatures, VisionContextHandle, VisionContextInfo } from "./native-binding.js";
+export type { DecodeEmbeddings, NativeBinding, NativeVisionFeatures, VisionContextHandle, VisionContextInfo } from "./native-binding.js";
 
 // Chat with images (engineer S): placeholder tokens + embedding injection into node-llama-cpp's own context.
 export { VisionChatSession } from "./chat-session.js";
-export type { VisionChatSessionOptions, VisionPromptOptions, VisionTurn, VisionTurnImage } from "./chat-session.js";
+export type { VisionChatSessionOptions, VisionPromptOptions, VisionTurn } from "./chat-session.js";
 export { SequenceInjector, createInjectedImage, isPlaceholderToken, replaceMarkers, PLACEHOLDER_BASE } from "./injection.js";
-export type { DecodeEmbeddings, DecodeEvent, InjectedImage } from "./injection.js";
+export type { DecodeEvent, InjectedImage } from "./injection.js";

@@ -16,6 +16,7 @@ import { randomBytes } from "node:crypto";
 import { createRequire } from "node:module";
 import { pathToFileURL } from "node:url";
 import { LeanVisionError } from "@leanvision/core";
+import type { DecodeEmbeddings } from "./native-binding.js";
 import type { LlamaContextSequence, LlamaModel, Token } from "node-llama-cpp";
 
 /** First placeholder token id. Vocabularies are far smaller; llama.cpp rejects ids >= n_vocab. */
@@ -25,16 +26,6 @@ export function isPlaceholderToken(token: number): boolean {
   return token >= PLACEHOLDER_BASE;
 }
 
-/** The native function that decodes embedding rows into a node-llama-cpp context (inject.cpp). */
-export type DecodeEmbeddings = (
-  contextAddonObject: object,
-  sequenceId: number,
-  startPos: number,
-  embd: Float32Array,
-  nTokens: number,
-  nEmbd: number,
-  batchSize: number
-) => Promise<number>;
 
 /** An image's projected embeddings, with the placeholder token ids that stand for them. */
 export interface InjectedImage {

@@ -55,6 +55,17 @@ export interface NativeVisionFeatures {
   keyDim?: number;
 }
 
+/** Decodes embedding rows into a node-llama-cpp context's sequence; resolves to the number of rows decoded. */
+export type DecodeEmbeddings = (
+  contextAddonObject: object,
+  sequenceId: number,
+  startPos: number,
+  embd: Float32Array,
+  nTokens: number,
+  nEmbd: number,
+  batchSize: number
+) => Promise<number>;
+
 export interface NativeBinding {
   /**
    * Validates and loads an mmproj. Flash attention stays off (capture needs the attention softmax)
@@ -67,19 +78,8 @@ export interface NativeBinding {
   /** The mmproj's projector on [numTokens x hiddenDim] rows, natively. */
   project(handle: VisionContextHandle, hidden: Float32Array, numTokens: number): Promise<Float32Array>;
   freeVisionContext(handle: VisionContextHandle): void;
-  /**
-   * From inject.cpp (absent only in a build made before that file existed): decodes embedding rows
-   * into a node-llama-cpp context's sequence; resolves to the number of rows decoded.
-   */
-  decodeEmbeddings?: (
-    contextAddonObject: object,
-    sequenceId: number,
-    startPos: number,
-    embd: Float32Array,
-    nTokens: number,
-    nEmbd: number,
-    batchSize: number
-  ) => Promise<number>;
+  /** From inject.cpp: decodes embedding rows into a node-llama-cpp context's sequence. */
+  decodeEmbeddings: DecodeEmbeddings;
 }
 
 interface Manifest {

@@ -120,10 +120,7 @@ export class LlamaVisionModel {
   }
 
   /** The native injection entry point (inject.cpp), for VisionChatSession. */
-  get decodeEmbeddings(): NonNullable<NativeBinding["decodeEmbeddings"]> {
-    if (!this.binding.decodeEmbeddings) {
-      throw new LeanVisionError("NATIVE_BUILD", "the native addon was built without inject.cpp; rebuild it: node packages/llama-adapter/scripts/build-native.mjs");
-    }
+  get decodeEmbeddings(): NativeBinding["decodeEmbeddings"] {
     return this.binding.decodeEmbeddings;
   }
 

@@ -1,7 +1,7 @@
 // Multi-turn chat over a LeanVision-wrapped LLaVA. It keeps the token history and transformers.js's
 // past_key_values between turns, so a later turn runs only its own new tokens through the decoder
 // and the (reduced) image from an earlier turn is reused from the cache, never re-encoded.
-import { formatReducerSpec, LeanVisionError, type TokenProvenance, type TurnTimings } from "@leanvision/core";
+import { formatReducerSpec, LeanVisionError, type TurnImage, type TurnTimings } from "@leanvision/core";
 import { BaseStreamer, DynamicCache, InterruptableStoppingCriteria, random, Tensor } from "@huggingface/transformers";
 import { loadImage, type ImageInput } from "./image.js";
 import type { LeanVisionLlava } from "./lean.js";
@@ -14,14 +14,6 @@ export interface PromptOptions {
   seed?: number;
   onTextChunk?: (text: string) => void;
   signal?: AbortSignal;
-}
-
-export interface TurnImage {
-  width: number;
-  height: number;
-  grid: { rows: number; cols: number };
-  clsIndex: number | null;
-  provenance: TokenProvenance[];
 }
 
 export type TurnRecord = TurnTimings & { turn: number; reducer: string; images: TurnImage[] };

@@ -5,14 +5,12 @@
 
 #include "vision.h"
 
-// Defined in inject.cpp. Weak, so the addon also builds (without decodeEmbeddings) before that file exists.
-void RegisterInject(Napi::Env env, Napi::Object exports) __attribute__((weak));
+// Defined in inject.cpp.
+void RegisterInject(Napi::Env env, Napi::Object exports);
 
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
     RegisterVision(env, exports);
-    if (RegisterInject != nullptr) {
-        RegisterInject(env, exports);
-    }
+    RegisterInject(env, exports);
     return exports;
 }
 
