@@ -44,10 +44,12 @@ async function main(argv) {
       runs: options.runs,
       threads: rt.threads
     });
+    const { bundledLlamaCommit } = await import("@leanvision/llama-adapter/llama-source");
+    anchor.commit = bundledLlamaCommit();
   }
 
   console.log(formatTable(bench, anchor));
-  const written = writeBenchOutputs(options.json, bench, { anchor, image, runs: options.runs });
+  const written = writeBenchOutputs(options.json, bench, { anchor, image, runs: options.runs, threads: rt.threads });
   console.log(`\nwrote ${written.json}\n      ${written.markdown}\n      ${written.svg}`);
 }
 

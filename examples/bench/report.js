@@ -45,7 +45,7 @@ export function formatTable(bench, anchor = null) {
 }
 
 /** Markdown report: settings, the table, the stock llama.cpp anchor and the chart. */
-export function renderMarkdown(bench, { anchor = null, chartFile = null, image = null, runs = null } = {}) {
+export function renderMarkdown(bench, { anchor = null, chartFile = null, image = null, runs = null, threads = null } = {}) {
   const header = COLUMNS.map(([title]) => title);
   const rows = tableRows(bench).map((row) => COLUMNS.map(([, key]) => cell(row[key], key)));
   if (anchor) rows.push(anchorCells(anchor));
@@ -59,6 +59,7 @@ export function renderMarkdown(bench, { anchor = null, chartFile = null, image =
     ...(image ? [`- Image: \`${image}\``] : []),
     `- Text tokens in the first question: ${bench.textTokens}`,
     ...(runs ? [`- Each number is the median of ${runs} runs, each in a fresh context; the image is sent in turn 1.`] : []),
+    ...(threads ? [`- CPU threads: ${threads}${anchor ? " (LeanVision and llama-mtmd-cli alike)" : ""}`] : []),
     "- *prefill vs none*: how many times faster the turn's prefill is than without LeanVision.",
     "",
     `| ${header.join(" | ")} |`,
@@ -69,7 +70,7 @@ export function renderMarkdown(bench, { anchor = null, chartFile = null, image =
     lines.push(
       "",
       `The last row is stock llama.cpp: \`llama-mtmd-cli\` built from the same source node-llama-cpp ships ` +
-        `(${anchor.commit ?? "bundled commit"}), on the same model and image with all ${anchor.visualTokens} visual tokens ` +
+        `(${anchor.commit ? `llama.cpp ${anchor.commit.slice(0, 12)}` : "bundled commit"}), on the same model and image with all ${anchor.visualTokens} visual tokens ` +
         `and one generated token. Its encode includes the projector; its prefill is llama.cpp's "prompt eval time" ` +
         `(text and image); its TTFT is encode + prefill.`
     );
@@ -148,14 +149,14 @@ export function renderSvg(bench, { anchor = null } = {}) {
  * Writes the JSON and, next to it, <name>.md and <name>.svg. Returns the three paths.
  * The JSON has exactly the benchmark shape; the anchor and settings go in the report.
  */
-export function writeBenchOutputs(jsonPath, bench, { anchor = null, image = null, runs = null } = {}) {
+export function writeBenchOutputs(jsonPath, bench, { anchor = null, image = null, runs = null, threads = null } = {}) {
   mkdirSync(dirname(jsonPath) || ".", { recursive: true });
   const stem = jsonPath.replace(/\.json$/i, "");
   const markdownPath = `${stem}.md`;
   const svgPath = `${stem}.svg`;
   writeFileSync(jsonPath, JSON.stringify(bench, null, 2) + "\n");
   writeFileSync(svgPath, renderSvg(bench, { anchor }));
-  writeFileSync(markdownPath, renderMarkdown(bench, { anchor, chartFile: basename(svgPath), image, runs }));
+  writeFileSync(markdownPath, renderMarkdown(bench, { anchor, chartFile: basename(svgPath), image, runs, threads }));
   return { json: jsonPath, markdown: markdownPath, svg: svgPath };
 }
 
