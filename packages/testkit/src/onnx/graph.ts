@@ -2,6 +2,7 @@
 // Node and tensor names follow what torch.onnx exports look like (`/scope/Op`, `/scope/Op_output_0`),
 // so tools written against downloaded exports see the same shapes of graph.
 import onnxProto from "onnx-proto";
+import { Prng } from "../gguf/numeric.js";
 
 export const { onnx } = onnxProto;
 export type OnnxModel = InstanceType<typeof onnx.ModelProto>;
@@ -10,17 +11,10 @@ export const FLOAT = onnx.TensorProto.DataType.FLOAT;
 export const INT64 = onnx.TensorProto.DataType.INT64;
 export const BOOL = onnx.TensorProto.DataType.BOOL;
 
-/** Deterministic uniform weights (mulberry32), so a profile always produces the same files. */
-export class Rng {
-  private state: number;
-  constructor(seed: number) {
-    this.state = seed >>> 0;
-  }
+/** Deterministic uniform weights (the GGUF factory's mulberry32), so a profile always produces the same files. */
+export class Rng extends Prng {
   next(): number {
-    let t = (this.state = (this.state + 0x6d2b79f5) >>> 0);
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+    return this.nextU32() / 4294967296;
   }
   /** Uniform with the given standard deviation, centred on `mean`. */
   fill(out: Float32Array, std: number, mean = 0): Float32Array {
