@@ -1,6 +1,6 @@
 // Command-line options of `pnpm bench`.
 import { parseReducerSpec, formatReducerSpec } from "@leanvision/core";
-import { parseCli, parseRuntime, parseModelSource, positiveInt, invalid } from "../lib/args.js";
+import { MODEL_OPTIONS, parseCli, parseRuntime, parseModelSource, positiveInt, invalid } from "../lib/args.js";
 
 /** None, VisionZip at the paper's 64- and 128-token budgets, 2x2 pooling and 2x region packing. */
 export const DEFAULT_REDUCERS = [
@@ -31,19 +31,13 @@ export const BENCH_USAGE = `Usage: pnpm bench -- [options]
   --help`;
 
 const OPTIONS = {
-  runtime: { type: "string", default: "llama" },
-  profile: { type: "string" },
-  model: { type: "string" },
-  mmproj: { type: "string" },
-  image: { type: "string" },
+  ...MODEL_OPTIONS,
   reducers: { type: "string", default: DEFAULT_REDUCERS },
   turns: { type: "string", default: "2" },
   runs: { type: "string", default: "3" },
   "max-tokens": { type: "string", default: "4" },
-  threads: { type: "string" },
   json: { type: "string" },
-  "no-anchor": { type: "boolean", default: false },
-  help: { type: "boolean", default: false }
+  "no-anchor": { type: "boolean", default: false }
 };
 
 /**

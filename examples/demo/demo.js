@@ -3,7 +3,7 @@
 import { createInterface } from "node:readline/promises";
 import { resolve } from "node:path";
 import { formatReducerSpec, parseReducerSpec } from "@leanvision/core";
-import { parseCli, parseRuntime, parseModelSource, positiveInt } from "../lib/args.js";
+import { MODEL_OPTIONS, parseCli, parseRuntime, parseModelSource, positiveInt } from "../lib/args.js";
 import { openRuntime, warmUp } from "../lib/runtime.js";
 import { progressBar } from "../lib/progress.js";
 
@@ -27,16 +27,10 @@ export const DEMO_USAGE = `Usage: pnpm demo -- [options]
   --help`;
 
 const OPTIONS = {
-  runtime: { type: "string", default: "llama" },
-  profile: { type: "string" },
-  model: { type: "string" },
-  mmproj: { type: "string" },
-  image: { type: "string" },
+  ...MODEL_OPTIONS,
   reducer: { type: "string", default: DEFAULT_REDUCER },
   turns: { type: "string", default: "3" },
-  "max-tokens": { type: "string", default: "16" },
-  threads: { type: "string" },
-  help: { type: "boolean", default: false }
+  "max-tokens": { type: "string", default: "16" }
 };
 
 export const SCRIPTED_QUESTIONS = [

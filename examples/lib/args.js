@@ -5,6 +5,17 @@ import { LeanVisionError } from "@leanvision/core";
 export const LLAMA_PROFILES = ["tiny", "tiny-siglip", "small", "llava-1.5-7b", "nanollava"];
 export const TRANSFORMERS_PROFILES = ["tiny", "llava-1.5-7b-shaped"];
 
+/** Options every example takes: which runtime, which model (synthetic profile or real files), which image. */
+export const MODEL_OPTIONS = {
+  runtime: { type: "string", default: "llama" },
+  profile: { type: "string" },
+  model: { type: "string" },
+  mmproj: { type: "string" },
+  image: { type: "string" },
+  threads: { type: "string" },
+  help: { type: "boolean", default: false }
+};
+
 /** node:util parseArgs, with its errors turned into LeanVisionError and a leading "--" (from `pnpm x -- …`) ignored. */
 export function parseCli(argv, options, usage) {
   const args = argv[0] === "--" ? argv.slice(1) : argv;
