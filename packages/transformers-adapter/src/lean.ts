@@ -184,15 +184,16 @@ export class LeanVisionLlava {
       );
     }
     t0 = performance.now();
+    // Views, not copies: the attention alone is heads x tokens x tokens floats (21 MB at CLIP-L size).
     const images: EncodedImage[] = [];
     for (let b = 0; b < batch; b++) {
       const features: VisionFeatures = {
-        hidden: (hidden.data as Float32Array).slice(b * tokens * dim, (b + 1) * tokens * dim),
+        hidden: (hidden.data as Float32Array).subarray(b * tokens * dim, (b + 1) * tokens * dim),
         numTokens: tokens,
         dim,
         grid: { rows, cols },
         clsIndex: 0,
-        attention: (attention.data as Float32Array).slice(b * heads * tokens * tokens, (b + 1) * heads * tokens * tokens),
+        attention: (attention.data as Float32Array).subarray(b * heads * tokens * tokens, (b + 1) * heads * tokens * tokens),
         heads,
         keys: averageHeads(keys.data as Float32Array, b, tokens, heads, keyDim),
         keyDim
