@@ -5,7 +5,8 @@ export type {
   TokenProvenance,
   ReducerSpec,
   TurnTimings,
-  TurnImage
+  TurnImage,
+  VisionPromptOptions
 } from "./types.js";
 export { LeanVisionError, type CoreErrorCode } from "./errors.js";
 export { visionZip, visionZipAdaptive, type VisionZipOptions, type AdaptiveVisionZipOptions } from "./visionzip.js";

@@ -63,3 +63,14 @@ export interface TurnImage {
   clsIndex: number | null;
   provenance: TokenProvenance[];
 }
+
+/** Options of a chat turn with images, the same in every adapter (`Image` is the adapter's image input type). */
+export interface VisionPromptOptions<Image> {
+  images?: Image[];
+  maxTokens?: number;
+  /** 0 is greedy. */
+  temperature?: number;
+  seed?: number;
+  onTextChunk?: (text: string) => void;
+  signal?: AbortSignal;
+}

@@ -3,7 +3,7 @@
 // message carries a marker that renders as the image's placeholder tokens (see injection.ts). The
 // image precedes the text, as in LLaVA ("<image>\n<question>").
 import { formatReducerSpec, LeanVisionError } from "@leanvision/core";
-import type { TurnImage, TurnTimings } from "@leanvision/core";
+import type { TurnImage, TurnTimings, VisionPromptOptions as CoreVisionPromptOptions } from "@leanvision/core";
 import { LlamaChatSession } from "node-llama-cpp";
 import type { ChatHistoryItem, LlamaChatSessionOptions, LlamaContextSequence, Token } from "node-llama-cpp";
 import { createInjectedImage, SequenceInjector } from "./injection.js";
@@ -18,14 +18,7 @@ export interface VisionChatSessionOptions {
   chatWrapper?: LlamaChatSessionOptions["chatWrapper"];
 }
 
-export interface VisionPromptOptions {
-  images?: ImageInput[];
-  maxTokens?: number;
-  temperature?: number;
-  seed?: number;
-  onTextChunk?: (text: string) => void;
-  signal?: AbortSignal;
-}
+export type VisionPromptOptions = CoreVisionPromptOptions<ImageInput>;
 
 export interface VisionTurn extends TurnTimings {
   turn: number;

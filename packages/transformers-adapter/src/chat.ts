@@ -1,20 +1,13 @@
 // Multi-turn chat over a LeanVision-wrapped LLaVA. It keeps the token history and transformers.js's
 // past_key_values between turns, so a later turn runs only its own new tokens through the decoder
 // and the (reduced) image from an earlier turn is reused from the cache, never re-encoded.
-import { formatReducerSpec, LeanVisionError, type TurnImage, type TurnTimings } from "@leanvision/core";
+import { formatReducerSpec, LeanVisionError, type TurnImage, type TurnTimings, type VisionPromptOptions } from "@leanvision/core";
 import { BaseStreamer, DynamicCache, InterruptableStoppingCriteria, random, Tensor } from "@huggingface/transformers";
 import { loadImage, type ImageInput } from "./image.js";
 import type { LeanVisionLlava } from "./lean.js";
 
-export interface PromptOptions {
-  images?: ImageInput[];
-  maxTokens?: number;
-  /** 0 (default) is greedy. */
-  temperature?: number;
-  seed?: number;
-  onTextChunk?: (text: string) => void;
-  signal?: AbortSignal;
-}
+/** temperature 0 (the default) is greedy. */
+export type PromptOptions = VisionPromptOptions<ImageInput>;
 
 export type TurnRecord = TurnTimings & { turn: number; reducer: string; images: TurnImage[] };
 

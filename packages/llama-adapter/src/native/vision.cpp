@@ -585,36 +585,26 @@ void ReadImageArgs(const Napi::CallbackInfo & info, VisionWorker & w) {
     w.rgb.assign(data, data + arr.ByteLength());
 }
 
-Napi::Value EncodeJs(const Napi::CallbackInfo & info) {
+// encode / encodeStock: validate the arguments, then run the worker off the JS thread.
+static Napi::Value QueueImageWorker(const Napi::CallbackInfo & info, VisionWorker::Kind kind) {
     VisionContext * vc = Unwrap(info[0]);
-    auto * w = new VisionWorker(info.Env(), info[0].As<Napi::Object>(), vc, VisionWorker::Kind::Encode);
-    try {
-        ReadImageArgs(info, *w);
-        if (info.Length() > 4 && info[4].IsObject()) {
-            Napi::Value cap = info[4].As<Napi::Object>().Get("capture");
-            if (cap.IsBoolean() && !cap.As<Napi::Boolean>().Value()) w->mode = CaptureMode::Hidden;
-        }
-    } catch (...) {
-        delete w;
-        throw;
+    std::unique_ptr<VisionWorker> w(new VisionWorker(info.Env(), info[0].As<Napi::Object>(), vc, kind));
+    ReadImageArgs(info, *w);
+    if (kind == VisionWorker::Kind::Encode && info.Length() > 4 && info[4].IsObject()) {
+        Napi::Value cap = info[4].As<Napi::Object>().Get("capture");
+        if (cap.IsBoolean() && !cap.As<Napi::Boolean>().Value()) w->mode = CaptureMode::Hidden;
     }
     Napi::Promise p = w->Promise();
-    w->Queue();
+    w.release()->Queue(); // node-addon-api deletes an AsyncWorker when it completes
     return p;
 }
 
+Napi::Value EncodeJs(const Napi::CallbackInfo & info) {
+    return QueueImageWorker(info, VisionWorker::Kind::Encode);
+}
+
 Napi::Value EncodeStockJs(const Napi::CallbackInfo & info) {
-    VisionContext * vc = Unwrap(info[0]);
-    auto * w = new VisionWorker(info.Env(), info[0].As<Napi::Object>(), vc, VisionWorker::Kind::Stock);
-    try {
-        ReadImageArgs(info, *w);
-    } catch (...) {
-        delete w;
-        throw;
-    }
-    Napi::Promise p = w->Promise();
-    w->Queue();
-    return p;
+    return QueueImageWorker(info, VisionWorker::Kind::Stock);
 }
 
 Napi::Value ProjectJs(const Napi::CallbackInfo & info) {
