@@ -1,14 +1,48 @@
 export type {
   VisionFeatures,
+  TileShape,
+  ImageFeatures,
   ReducedTokens,
+  ReducedImage,
   TokenKind,
   TokenProvenance,
+  TileTokenProvenance,
   ReducerSpec,
-  TurnTimings,
-  TurnImage,
-  VisionPromptOptions
+  BuiltinReducerSpec,
+  NoneSpec,
+  VisionZipSpec,
+  AdaptiveVisionZipSpec,
+  PoolSpec,
+  RegionPackSpec
 } from "./types.js";
-export { LeanVisionError, type CoreErrorCode } from "./errors.js";
+export type {
+  RawRgbImage,
+  ImageInput,
+  ReducerInput,
+  ImageTimings,
+  EncodedImage,
+  TurnImage,
+  TurnTimings,
+  VisionTurn,
+  VisionPromptOptions,
+  VisionChat,
+  VisionChatOptions,
+  VisionRuntime
+} from "./contract.js";
+export { DEFAULT_MAX_TOKENS } from "./contract.js";
+export { LeanVisionError, type LeanVisionErrorCode, type CoreErrorCode } from "./errors.js";
+export {
+  registerReducer,
+  unregisterReducer,
+  reducerDefinition,
+  registeredReducers,
+  reducerNeeds,
+  specHelp,
+  type ReducerDefinition,
+  type EncoderNeeds
+} from "./registry.js";
+export { reduce, reduceImage, concatTiles, countReduced, toReducerSpec, parseReducerSpec, formatReducerSpec, SPEC_HELP } from "./reduce.js";
+export { ADAPTIVE_DEFAULT_MIN, ADAPTIVE_DEFAULT_MAX } from "./reducers/index.js";
 export { visionZip, visionZipAdaptive, type VisionZipOptions, type AdaptiveVisionZipOptions } from "./visionzip.js";
 export { poolTokens, type PoolOptions } from "./pool.js";
 export { regionPack, type RegionPackOptions } from "./regionpack.js";
@@ -19,6 +53,5 @@ export {
   type TokenPackerWeights,
   type StateDictTensor
 } from "./tokenpacker.js";
-export { reduce, parseReducerSpec, formatReducerSpec } from "./reduce.js";
-export { keepMask, MASK_MERGED_OR_DROPPED, MASK_KEPT, MASK_CONTEXTUAL_TARGET } from "./mask.js";
-export { ADAPTIVE_DEFAULT_MIN, ADAPTIVE_DEFAULT_MAX, SPEC_HELP } from "./reduce.js";
+export { keepMask, tileKeepMasks, MASK_MERGED_OR_DROPPED, MASK_KEPT, MASK_CONTEXTUAL_TARGET } from "./mask.js";
+export { turnImage } from "./turn.js";

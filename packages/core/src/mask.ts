@@ -1,5 +1,5 @@
 import { LeanVisionError } from "./errors.js";
-import type { ReducedTokens, VisionFeatures } from "./types.js";
+import type { ReducedTokens, TileShape, TileTokenProvenance, VisionFeatures } from "./types.js";
 
 /** keepMask value: the patch has no output token of its own (merged into a contextual token, or dropped). */
 export const MASK_MERGED_OR_DROPPED = 0;
@@ -22,7 +22,7 @@ export const MASK_CONTEXTUAL_TARGET = 2;
  * so pass `clsIndex: null` with its output.
  */
 export function keepMask(
-  reduced: ReducedTokens,
+  reduced: Pick<ReducedTokens, "provenance">,
   f: Pick<VisionFeatures, "grid" | "clsIndex" | "numTokens">
 ): Uint8Array {
   const fail = (why: string): never => {
@@ -77,4 +77,10 @@ export function keepMask(
     j++;
   }
   return mask;
+}
+
+/** keepMask of every tile of an image, from the image's provenance (each entry names its tile). */
+export function tileKeepMasks(provenance: TileTokenProvenance[], tiles: TileShape[]): Uint8Array[] {
+  if (!Array.isArray(provenance) || !Array.isArray(tiles)) throw new LeanVisionError("INVALID_INPUT", "tileKeepMasks(provenance, tiles): expected two arrays");
+  return tiles.map((tile, i) => keepMask({ provenance: provenance.filter((p) => p.tile === i) }, tile));
 }

@@ -1,4 +1,7 @@
-/** Output of a vision encoder's feature layer, before the projector. See DESIGN.md "Core data model". */
+// Core data model (see ARCHITECTURE.md at the repository root): what a vision encoder's feature
+// layer gives a reducer, and what a reducer gives back, for one tile and for a whole image.
+
+/** Output of a vision encoder's feature layer for one tile, before the projector. */
 export interface VisionFeatures {
   /** [numTokens x dim], row-major. */
   hidden: Float32Array;
@@ -16,6 +19,22 @@ export interface VisionFeatures {
   keyDim?: number;
 }
 
+/** The geometry of a tile, known before it is encoded (enough to count a reducer's output). */
+export type TileShape = Pick<VisionFeatures, "numTokens" | "grid" | "clsIndex">;
+
+/**
+ * An image's features: one tile for LLaVA-1.5, an overview plus high-resolution tiles for
+ * LLaVA-NeXT. tiles[0] is the whole image (the overview); the high-resolution tiles follow,
+ * row-major over `tileGrid` ({ rows: 0, cols: 0 } when there are none).
+ */
+export interface ImageFeatures {
+  tiles: VisionFeatures[];
+  tileGrid: { rows: number; cols: number };
+  /** The original image size in pixels. */
+  width: number;
+  height: number;
+}
+
 export type TokenKind = "cls" | "dominant" | "contextual" | "pooled" | "packed" | "patch";
 
 export interface TokenProvenance {
@@ -24,6 +43,13 @@ export interface TokenProvenance {
   sources: Int32Array;
 }
 
+/** Provenance of one output token of an image: which tile it comes from. */
+export interface TileTokenProvenance extends TokenProvenance {
+  /** Index into ImageFeatures.tiles. */
+  tile: number;
+}
+
+/** A reducer's output for one tile. */
 export interface ReducedTokens {
   /** [numTokens x dim], row-major. */
   hidden: Float32Array;
@@ -31,46 +57,29 @@ export interface ReducedTokens {
   dim: number;
   /** One entry per output token, in output order. */
   provenance: TokenProvenance[];
-  /** Set by the adaptive VisionZip budget: the dominant count it chose for this image. */
+  /** Set by the adaptive VisionZip budget: the dominant count it chose for this tile. */
   chosenDominant?: number;
 }
 
-/** A reducer and its budget, as the adapters, CLIs and benchmarks pass it around. */
-export type ReducerSpec =
-  | { kind: "none" }
-  | { kind: "visionzip"; dominant: number; contextual: number }
-  | { kind: "visionzip-adaptive"; coverage: number; min: number; max: number; contextual: number }
-  | { kind: "pool"; stride: number }
-  | { kind: "regionpack"; scale: number };
-
-/** Per-turn timings every adapter reports (milliseconds, token counts). */
-export interface TurnTimings {
-  encodeMs: number;
-  reduceMs: number;
-  projectMs: number;
-  prefillMs: number;
-  ttftMs: number;
-  visualTokens: number;
-  evaluatedTokens: number;
-  reusedTokens: number;
+/** A reducer's output for a whole image: the rows the projector gets, in the order it gets them. */
+export interface ReducedImage {
+  /** [numTokens x dim], row-major. */
+  hidden: Float32Array;
+  numTokens: number;
+  dim: number;
+  /** One entry per output row, in output order. */
+  provenance: TileTokenProvenance[];
+  /** Each tile's own reduction, in tile order (its rows may be interleaved in `hidden`). */
+  tiles: ReducedTokens[];
 }
 
-/** What a chat turn reports about each image it encoded (overlays draw provenance over the patch grid). */
-export interface TurnImage {
-  width: number;
-  height: number;
-  grid: { rows: number; cols: number };
-  clsIndex: number | null;
-  provenance: TokenProvenance[];
-}
+/** A reducer and its budget. `kind` names a registered reducer (see registry.ts); the rest are its parameters. */
+export type ReducerSpec = { readonly kind: string; readonly [param: string]: unknown };
 
-/** Options of a chat turn with images, the same in every adapter (`Image` is the adapter's image input type). */
-export interface VisionPromptOptions<Image> {
-  images?: Image[];
-  maxTokens?: number;
-  /** 0 is greedy. */
-  temperature?: number;
-  seed?: number;
-  onTextChunk?: (text: string) => void;
-  signal?: AbortSignal;
-}
+/** The built-in reducers' specs. */
+export type NoneSpec = { kind: "none" };
+export type VisionZipSpec = { kind: "visionzip"; dominant: number; contextual: number };
+export type AdaptiveVisionZipSpec = { kind: "visionzip-adaptive"; coverage: number; min: number; max: number; contextual: number };
+export type PoolSpec = { kind: "pool"; stride: number };
+export type RegionPackSpec = { kind: "regionpack"; scale: number };
+export type BuiltinReducerSpec = NoneSpec | VisionZipSpec | AdaptiveVisionZipSpec | PoolSpec | RegionPackSpec;

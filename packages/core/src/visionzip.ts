@@ -163,7 +163,8 @@ function zip(
   contextualOption: unknown,
   reducer: string
 ): ReducedTokens {
-  const contextual = checkInteger(reducer, "contextual", contextualOption, 0, f.numTokens);
+  // Like the official code, a budget above the tokens left makes one contextual token per token left.
+  const contextual = checkInteger(reducer, "contextual", contextualOption, 0, Number.MAX_SAFE_INTEGER);
   const cls = f.clsIndex;
   const patches = ranking.scores.length;
   const kept = new Uint8Array(patches);

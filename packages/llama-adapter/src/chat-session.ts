@@ -2,29 +2,27 @@
 // by the vision model, its embeddings are registered with the sequence's injector, and the user
 // message carries a marker that renders as the image's placeholder tokens (see injection.ts). The
 // image precedes the text, as in LLaVA ("<image>\n<question>").
-import { formatReducerSpec, LeanVisionError } from "@leanvision/core";
-import type { TurnImage, TurnTimings, VisionPromptOptions as CoreVisionPromptOptions } from "@leanvision/core";
+import { DEFAULT_MAX_TOKENS, formatReducerSpec, LeanVisionError, toReducerSpec, turnImage } from "@leanvision/core";
+import type { ReducerInput, ReducerSpec, TurnImage, VisionChat, VisionPromptOptions, VisionTurn } from "@leanvision/core";
 import { LlamaChatSession } from "node-llama-cpp";
 import type { ChatHistoryItem, LlamaChatSessionOptions, LlamaContextSequence, Token } from "node-llama-cpp";
 import { createInjectedImage, SequenceInjector } from "./injection.js";
 import type { DecodeEvent, InjectedImage } from "./injection.js";
-import type { ImageInput, LlamaVisionModel } from "./vision-model.js";
+import type { LlamaVisionModel } from "./vision-model.js";
 
 export interface VisionChatSessionOptions {
   contextSequence: LlamaContextSequence;
   vision: LlamaVisionModel;
+  /** Default reducer of this session's images (default none); a prompt may pass its own. */
+  reducer?: ReducerInput;
   systemPrompt?: string;
   /** Passed to LlamaChatSession; `"auto"` (its default) picks one from the model. */
   chatWrapper?: LlamaChatSessionOptions["chatWrapper"];
 }
 
-export type VisionPromptOptions = CoreVisionPromptOptions<ImageInput>;
+export type { VisionPromptOptions };
 
-export interface VisionTurn extends TurnTimings {
-  turn: number;
-  /** The reducer the images of this turn went through (formatReducerSpec form). */
-  reducer: string;
-  images: TurnImage[];
+export interface LlamaVisionTurn extends VisionTurn {
   /** Visual embeddings decoded this turn: this turn's images, plus earlier ones if they had to be re-injected. */
   injectedTokens: number;
 }
@@ -70,16 +68,17 @@ class TurnRecorder {
   }
 }
 
-export class VisionChatSession {
+export class VisionChatSession implements VisionChat {
   readonly vision: LlamaVisionModel;
+  readonly reducer: ReducerSpec;
   private readonly chat: LlamaChatSession;
   private readonly injector: SequenceInjector;
-  private readonly history: VisionTurn[] = [];
+  private readonly history: LlamaVisionTurn[] = [];
   private recorder: TurnRecorder | undefined;
   private queue: Promise<unknown> = Promise.resolve();
   private isDisposed = false;
 
-  constructor({ contextSequence, vision, systemPrompt, chatWrapper }: VisionChatSessionOptions) {
+  constructor({ contextSequence, vision, reducer = "none", systemPrompt, chatWrapper }: VisionChatSessionOptions) {
     if (contextSequence == null || vision == null) {
       throw new LeanVisionError("INVALID_INPUT", "new VisionChatSession({ contextSequence, vision }) needs both a context sequence and a vision model");
     }
@@ -87,6 +86,7 @@ export class VisionChatSession {
       throw new LeanVisionError("INVALID_INPUT", "the context sequence and the vision model were loaded for different models; use the same LlamaModel");
     }
     this.vision = vision;
+    this.reducer = toReducerSpec(reducer);
     this.injector = new SequenceInjector(contextSequence, vision.decodeEmbeddings, (event) => this.recorder?.onDecode(event));
     try {
       this.chat = new LlamaChatSession({ contextSequence, systemPrompt, chatWrapper, contextShift: { strategy: dropOldestTurns } });
@@ -101,12 +101,12 @@ export class VisionChatSession {
   }
 
   /** The last completed turn, or undefined before the first. */
-  get lastTurn(): VisionTurn | undefined {
+  get lastTurn(): LlamaVisionTurn | undefined {
     return this.history.at(-1);
   }
 
   /** Every completed turn, oldest first. */
-  get turns(): readonly VisionTurn[] {
+  get turns(): readonly LlamaVisionTurn[] {
     return this.history;
   }
 
@@ -136,7 +136,7 @@ export class VisionChatSession {
     return run;
   }
 
-  dispose(): void {
+  async dispose(): Promise<void> {
     if (this.isDisposed) return;
     this.isDisposed = true;
     this.chat.dispose();
@@ -151,13 +151,14 @@ export class VisionChatSession {
     if (!Array.isArray(imageInputs)) throw new LeanVisionError("INVALID_INPUT", "options.images must be an array of images");
 
     // Everything that can fail on bad input happens before anything is written to the chat or the KV cache.
-    const reducer = formatReducerSpec(this.vision.reducer);
+    const spec = options.reducer === undefined ? this.reducer : toReducerSpec(options.reducer);
+    const reducer = formatReducerSpec(spec);
     const timings = { encodeMs: 0, reduceMs: 0, projectMs: 0 };
     const turnImages: TurnImage[] = [];
     const injected: InjectedImage[] = [];
     const expectedEmbd = this.sequence.model.embeddingVectorSize;
     for (const input of imageInputs) {
-      const encoded = await this.vision.encodeImage(input);
+      const encoded = await this.vision.encodeImage(input, spec);
       this.ensureNotDisposed();
       if (encoded.nEmbd !== expectedEmbd) {
         throw new LeanVisionError(
@@ -169,13 +170,7 @@ export class VisionChatSession {
       timings.reduceMs += encoded.timings.reduceMs;
       timings.projectMs += encoded.timings.projectMs;
       injected.push(createInjectedImage(encoded.embeddings, encoded.nEmbd));
-      turnImages.push({
-        width: encoded.width,
-        height: encoded.height,
-        grid: encoded.features.grid,
-        clsIndex: encoded.features.clsIndex,
-        provenance: encoded.reduced.provenance
-      });
+      turnImages.push(turnImage(encoded));
     }
     const visualTokens = injected.reduce((sum, image) => sum + image.tokenCount, 0);
     const userText = injected.length > 0 ? `${injected.map((image) => image.marker).join("")}\n${text}` : text;
@@ -188,7 +183,7 @@ export class VisionChatSession {
     let answer: string;
     try {
       answer = await this.chat.prompt(userText, {
-        maxTokens: options.maxTokens,
+        maxTokens: options.maxTokens ?? DEFAULT_MAX_TOKENS,
         temperature: options.temperature,
         seed: options.seed,
         signal: options.signal,

@@ -1,11 +1,17 @@
-// Vision stage (engineer N): loading an mmproj and encoding images into reduced embeddings.
+// @leanvision/llama-adapter: LLaVA image input for node-llama-cpp, with LeanVision's reducers.
+
+// The runtime contract (see @leanvision/core's VisionRuntime).
+export { openVisionRuntime, defaultThreads } from "./runtime.js";
+export type { OpenLlamaRuntimeOptions, LlamaVisionRuntime } from "./runtime.js";
+
+// The vision stage: loading an mmproj and encoding images into reduced embeddings.
 export { loadVisionModel, LlamaVisionModel, decodeImage } from "./vision-model.js";
 export type { EncodedImage, ImageInput, LoadVisionModelOptions, RawRgbImage } from "./vision-model.js";
 export { loadNativeBinding } from "./native-binding.js";
 export type { DecodeEmbeddings, NativeBinding, NativeVisionFeatures, VisionContextHandle, VisionContextInfo } from "./native-binding.js";
 
-// Chat with images (engineer S): placeholder tokens + embedding injection into node-llama-cpp's own context.
+// Chat with images: placeholder tokens + embedding injection into node-llama-cpp's own context.
 export { VisionChatSession } from "./chat-session.js";
-export type { VisionChatSessionOptions, VisionPromptOptions, VisionTurn } from "./chat-session.js";
+export type { VisionChatSessionOptions, VisionPromptOptions, LlamaVisionTurn } from "./chat-session.js";
 export { SequenceInjector, createInjectedImage, isPlaceholderToken, replaceMarkers, PLACEHOLDER_BASE } from "./injection.js";
 export type { DecodeEvent, InjectedImage } from "./injection.js";

@@ -3,21 +3,23 @@
 import { existsSync, statSync } from "node:fs";
 import { performance } from "node:perf_hooks";
 import sharp from "sharp";
-import { formatReducerSpec, LeanVisionError, parseReducerSpec, reduce } from "@leanvision/core";
-import type { ReducedTokens, ReducerSpec, TokenProvenance, VisionFeatures } from "@leanvision/core";
+import { countReduced, formatReducerSpec, LeanVisionError, reduceImage, reducerNeeds, toReducerSpec } from "@leanvision/core";
+import type {
+  EncodedImage,
+  ImageFeatures,
+  ImageInput,
+  RawRgbImage,
+  ReducedImage,
+  ReducerInput,
+  TileShape,
+  TileTokenProvenance,
+  VisionFeatures
+} from "@leanvision/core";
 import type { Llama, LlamaModel } from "node-llama-cpp";
 import { loadNativeBinding, toLeanVisionError } from "./native-binding.js";
 import type { NativeBinding, NativeVisionFeatures, VisionContextHandle, VisionContextInfo } from "./native-binding.js";
 
-/** A file path, an encoded image (any format sharp reads), or raw RGB pixels. */
-export type ImageInput = string | Uint8Array | RawRgbImage;
-
-export interface RawRgbImage {
-  /** width * height * 3 bytes, row-major RGB. */
-  data: Uint8Array;
-  width: number;
-  height: number;
-}
+export type { ImageInput, RawRgbImage, EncodedImage } from "@leanvision/core";
 
 export interface LoadVisionModelOptions {
   /** node-llama-cpp's `await getLlama()`. */
@@ -26,26 +28,8 @@ export interface LoadVisionModelOptions {
   model: LlamaModel;
   /** The model's mmproj GGUF (LLaVA `mlp` projector). */
   mmprojPath: string;
-  /** A core reducer or its text form ("none", "visionzip:dominant=54,contextual=10", ...). Default: none. */
-  reducer?: ReducerSpec | string;
   /** CPU threads for the vision encoder; default: node-llama-cpp's math cores. */
   threads?: number;
-}
-
-export interface EncodedImage {
-  width: number;
-  height: number;
-  features: VisionFeatures;
-  reduced: ReducedTokens;
-  /** [reduced.numTokens x nEmbd], ready to decode into the language model. */
-  embeddings: Float32Array;
-  nEmbd: number;
-  timings: {
-    /** Image decode (sharp) plus the vision encoder with capture. */
-    encodeMs: number;
-    reduceMs: number;
-    projectMs: number;
-  };
 }
 
 /** Loads an mmproj for `model`. Call after `await getLlama()`. */
@@ -58,7 +42,6 @@ export async function loadVisionModel(options: LoadVisionModelOptions): Promise<
   if (typeof mmprojPath !== "string" || mmprojPath === "") {
     throw new LeanVisionError("INVALID_INPUT", "loadVisionModel: mmprojPath must be the path of the model's mmproj GGUF");
   }
-  const reducer = toReducerSpec(options.reducer ?? { kind: "none" });
   const threads = options.threads ?? Math.max(1, llama.cpuMathCores);
   if (!Number.isInteger(threads) || threads < 1) throw new LeanVisionError("INVALID_INPUT", `threads must be a positive integer (got ${threads})`);
 
@@ -78,9 +61,13 @@ export async function loadVisionModel(options: LoadVisionModelOptions): Promise<
         `use the mmproj made for this model`
     );
   }
-  return new LlamaVisionModel(binding, handle, llama, model, mmprojPath, reducer);
+  return new LlamaVisionModel(binding, handle, llama, model, mmprojPath);
 }
 
+/**
+ * An mmproj loaded for a language model: shared, immutable state. Any number of chat sessions use
+ * one, each with its own reducer (the reducer is an argument of every encode, never state here).
+ */
 export class LlamaVisionModel {
   readonly llama: Llama;
   readonly model: LlamaModel;
@@ -88,26 +75,16 @@ export class LlamaVisionModel {
   readonly info: VisionContextInfo;
   private readonly binding: NativeBinding;
   private readonly handle: VisionContextHandle;
-  private currentReducer: ReducerSpec;
   private isDisposed = false;
 
   /** @internal use loadVisionModel() */
-  constructor(binding: NativeBinding, handle: VisionContextHandle, llama: Llama, model: LlamaModel, mmprojPath: string, reducer: ReducerSpec) {
+  constructor(binding: NativeBinding, handle: VisionContextHandle, llama: Llama, model: LlamaModel, mmprojPath: string) {
     this.binding = binding;
     this.handle = handle;
     this.llama = llama;
     this.model = model;
     this.mmprojPath = mmprojPath;
     this.info = handle.info;
-    this.currentReducer = reducer;
-  }
-
-  get reducer(): ReducerSpec {
-    return this.currentReducer;
-  }
-
-  set reducer(spec: ReducerSpec | string) {
-    this.currentReducer = toReducerSpec(spec);
   }
 
   get disposed(): boolean {
@@ -124,18 +101,42 @@ export class LlamaVisionModel {
     return this.binding.decodeEmbeddings;
   }
 
-  /** Encodes an image with the current reducer into embeddings for the language model. */
-  async encodeImage(image: ImageInput): Promise<EncodedImage> {
+  /** The tiles an image becomes before it is encoded (LLaVA-1.5: one tile, whatever the image size). */
+  tileShapes(): TileShape[] {
+    const { gridRows: rows, gridCols: cols, hasCls } = this.info;
+    // llama.cpp's llava graph appends CLS after the patches.
+    return [{ numTokens: rows * cols + (hasCls ? 1 : 0), grid: { rows, cols }, clsIndex: hasCls ? rows * cols : null }];
+  }
+
+  /**
+   * How many embeddings an image takes with a reducer, without prefilling anything. Exact from the
+   * mmproj's geometry where the reducer's count does not depend on the image's content; otherwise
+   * (adaptive budgets) the image is encoded and reduced.
+   */
+  async countTokens(image: ImageInput, reducer: ReducerInput = "none"): Promise<number> {
     this.assertUsable();
-    const spec = this.currentReducer;
+    const spec = toReducerSpec(reducer);
+    const counted = countReduced(this.tileShapes(), spec);
+    if (counted !== null) {
+      await decodeImage(image); // the same input errors as encodeImage
+      return counted;
+    }
+    return (await this.encodeImage(image, spec)).numTokens;
+  }
+
+  /** Encodes an image, reduces it with `reducer` (default none) and projects the kept tokens. */
+  async encodeImage(image: ImageInput, reducer: ReducerInput = "none"): Promise<EncodedImage> {
+    this.assertUsable();
+    const spec = toReducerSpec(reducer);
+    const needs = reducerNeeds(spec);
     const t0 = performance.now();
     const rgb = await decodeImage(image);
-    // Attention and keys are only needed by VisionZip; other reducers skip copying them.
-    const capture = spec.kind === "visionzip" || spec.kind === "visionzip-adaptive";
+    const capture = needs.attention || needs.keys;
     const native = await this.call(() => this.binding.encode(this.handle, rgb.data, rgb.width, rgb.height, { capture }));
-    const features = toVisionFeatures(native);
+    const tile = toVisionFeatures(native);
+    const features: ImageFeatures = { tiles: [tile], tileGrid: { rows: 0, cols: 0 }, width: rgb.width, height: rgb.height };
     const t1 = performance.now();
-    const reduced = spec.kind === "none" ? stockSelection(features, native.projectorRows) : reduce(features, spec);
+    const reduced = needs.stock ? stockSelection(tile, native.projectorRows) : reduceImage(features, spec);
     const t2 = performance.now();
     const embeddings = await this.call(() => this.binding.project(this.handle, reduced.hidden, reduced.numTokens));
     const t3 = performance.now();
@@ -145,7 +146,9 @@ export class LlamaVisionModel {
       features,
       reduced,
       embeddings,
+      numTokens: reduced.numTokens,
       nEmbd: this.nEmbd,
+      reducer: formatReducerSpec(spec),
       timings: { encodeMs: t1 - t0, reduceMs: t2 - t1, projectMs: t3 - t2 }
     };
   }
@@ -183,13 +186,6 @@ export class LlamaVisionModel {
   }
 }
 
-function toReducerSpec(spec: ReducerSpec | string): ReducerSpec {
-  if (typeof spec === "string") return parseReducerSpec(spec);
-  // Round-trip through the text form: validates the kind and its parameters the same way.
-  if (spec == null || typeof spec !== "object") throw new LeanVisionError("INVALID_SPEC", `reducer must be a ReducerSpec or a string (got ${String(spec)})`);
-  return parseReducerSpec(formatReducerSpec(spec));
-}
-
 function toVisionFeatures(n: NativeVisionFeatures): VisionFeatures {
   const f: VisionFeatures = {
     hidden: n.hidden,
@@ -207,14 +203,15 @@ function toVisionFeatures(n: NativeVisionFeatures): VisionFeatures {
  * equal mtmd's own. For a CLS model that graph appends CLS after the patches yet selects rows
  * 1..numTokens-1, i.e. it drops patch 0 and feeds CLS last; provenance records that as it is.
  */
-function stockSelection(f: VisionFeatures, rows: Int32Array): ReducedTokens {
+function stockSelection(f: VisionFeatures, rows: Int32Array): ReducedImage {
   const hidden = new Float32Array(rows.length * f.dim);
-  const provenance: TokenProvenance[] = [];
+  const provenance: TileTokenProvenance[] = [];
   rows.forEach((row, i) => {
     hidden.set(f.hidden.subarray(row * f.dim, (row + 1) * f.dim), i * f.dim);
-    provenance.push({ kind: row === f.clsIndex ? "cls" : "patch", sources: Int32Array.of(row) });
+    provenance.push({ kind: row === f.clsIndex ? "cls" : "patch", sources: Int32Array.of(row), tile: 0 });
   });
-  return { hidden, numTokens: rows.length, dim: f.dim, provenance };
+  const tile = { hidden, numTokens: rows.length, dim: f.dim, provenance: provenance.map(({ kind, sources }) => ({ kind, sources })) };
+  return { hidden, numTokens: rows.length, dim: f.dim, provenance, tiles: [tile] };
 }
 
 /** Decodes any supported input to packed RGB. Bad input → IMAGE_DECODE / INVALID_INPUT. */

@@ -44,7 +44,7 @@ describe("VisionChatSession (tiny: CLIP with CLS)", () => {
   beforeAll(async () => {
     const { modelPath, mmprojPath } = await ensureLlavaGguf("tiny");
     model = await llama.loadModel({ modelPath });
-    vision = await loadVisionModel({ llama, model, mmprojPath, reducer: VISIONZIP_64, threads: THREADS });
+    vision = await loadVisionModel({ llama, model, mmprojPath, threads: THREADS });
   });
 
   afterAll(async () => {
@@ -54,12 +54,11 @@ describe("VisionChatSession (tiny: CLIP with CLS)", () => {
 
   async function newSession(contextSize: number, systemPrompt?: string): Promise<{ context: LlamaContext; session: VisionChatSession }> {
     const context = await model.createContext({ contextSize, threads: THREADS });
-    const session = new VisionChatSession({ contextSequence: context.getSequence(), vision, systemPrompt });
+    const session = new VisionChatSession({ contextSequence: context.getSequence(), vision, reducer: VISIONZIP_64, systemPrompt });
     return { context, session };
   }
 
   it("prefills exactly 64 visual embeddings for visionzip 54+10, answers, and reuses the image on turn 2", async () => {
-    vision.reducer = VISIONZIP_64;
     const { context, session } = await newSession(1024);
     const chunks: string[] = [];
     const answer = await session.prompt("What is in this picture?", { images: [image], maxTokens: 6, onTextChunk: (c) => chunks.push(c) });
@@ -75,7 +74,8 @@ describe("VisionChatSession (tiny: CLIP with CLS)", () => {
     expect(turn1.evaluatedTokens).toBeGreaterThan(64);
     expect(placeholdersIn(session.sequence.contextTokens.slice(0, turn1.evaluatedTokens))).toHaveLength(64);
     expect(turn1.images).toHaveLength(1);
-    expect(turn1.images[0]).toMatchObject({ grid: { rows: 24, cols: 24 }, clsIndex: 576 });
+    expect(turn1.images[0]).toMatchObject({ tiles: [{ grid: { rows: 24, cols: 24 }, clsIndex: 576 }], tileGrid: { rows: 0, cols: 0 } });
+    expect(turn1.images[0].provenance.every((p) => p.tile === 0)).toBe(true);
     const kinds = turn1.images[0].provenance.map((p) => p.kind);
     expect(kinds.filter((k) => k === "cls")).toHaveLength(1);
     expect(kinds.filter((k) => k === "dominant")).toHaveLength(53);
@@ -97,7 +97,6 @@ describe("VisionChatSession (tiny: CLIP with CLS)", () => {
   });
 
   it("re-injects the image when the history before it changes or the KV cache before it is erased", async () => {
-    vision.reducer = VISIONZIP_64;
     const { context, session } = await newSession(1024, "You are a helpful assistant.");
     await session.prompt("Describe the image.", { images: [image], maxTokens: 3 });
     const placeholders = placeholdersIn(session.sequence.contextTokens);
@@ -125,8 +124,7 @@ describe("VisionChatSession (tiny: CLIP with CLS)", () => {
     const first = new VisionChatSession({ contextSequence: sequence, vision });
     expect(() => new VisionChatSession({ contextSequence: sequence, vision })).toThrow(LeanVisionError);
     first.dispose();
-    const second = new VisionChatSession({ contextSequence: sequence, vision });
-    vision.reducer = VISIONZIP_64;
+    const second = new VisionChatSession({ contextSequence: sequence, vision, reducer: VISIONZIP_64 });
     await second.prompt("Hi", { images: [image], maxTokens: 2 });
     expect(second.lastTurn?.injectedTokens).toBe(64);
     second.dispose();
@@ -134,7 +132,6 @@ describe("VisionChatSession (tiny: CLIP with CLS)", () => {
   });
 
   it("takes several images in one message, each with its own placeholder span", async () => {
-    vision.reducer = VISIONZIP_64;
     const { context, session } = await newSession(1024);
     await session.prompt("Compare these two.", { images: [image, await readFile(image)], maxTokens: 2 });
     expect(session.lastTurn).toMatchObject({ visualTokens: 128, injectedTokens: 128 });
@@ -146,7 +143,6 @@ describe("VisionChatSession (tiny: CLIP with CLS)", () => {
   });
 
   it("a context shift drops an image whole, never part of it, and the chat goes on", async () => {
-    vision.reducer = VISIONZIP_64;
     const { context, session } = await newSession(256, "Be brief.");
     await session.prompt("Look at this.", { images: [image], maxTokens: 20 });
     let shifted = false;
@@ -164,9 +160,8 @@ describe("VisionChatSession (tiny: CLIP with CLS)", () => {
   });
 
   it("with reducer none prefills all 576 patch embeddings, as LLaVA does", async () => {
-    vision.reducer = { kind: "none" };
     const { context, session } = await newSession(1024);
-    await session.prompt("What is this?", { images: [image], maxTokens: 2 });
+    await session.prompt("What is this?", { images: [image], maxTokens: 2, reducer: { kind: "none" } });
     expect(session.lastTurn).toMatchObject({ reducer: "none", visualTokens: 576, injectedTokens: 576 });
     expect(placeholdersIn(session.sequence.contextTokens)).toHaveLength(576);
     session.dispose();
@@ -180,7 +175,6 @@ describe("VisionChatSession (tiny: CLIP with CLS)", () => {
     let tokensBefore: Token[];
 
     beforeAll(async () => {
-      vision.reducer = VISIONZIP_64;
       ({ context, session } = await newSession(256));
       await session.prompt("Hello!", { images: [image], maxTokens: 2 });
     });
@@ -198,7 +192,6 @@ describe("VisionChatSession (tiny: CLIP with CLS)", () => {
     async function expectUnchangedAndUsable(): Promise<void> {
       expect(session.getChatHistory()).toEqual(historyBefore);
       expect(session.sequence.contextTokens).toEqual(tokensBefore);
-      vision.reducer = VISIONZIP_64;
       await session.prompt("Still there?", { maxTokens: 2 });
       expect(session.lastTurn?.injectedTokens).toBe(0);
     }
@@ -212,16 +205,15 @@ describe("VisionChatSession (tiny: CLIP with CLS)", () => {
 
     it("an image that cannot fit the context → CONTEXT_OVERFLOW, before anything is written", async () => {
       snapshot();
-      vision.reducer = { kind: "none" }; // 576 visual tokens in a 256-token context
-      const error = await expectLeanVisionError(session.prompt("What is this?", { images: [image] }), "CONTEXT_OVERFLOW");
+      // 576 visual tokens in a 256-token context
+      const error = await expectLeanVisionError(session.prompt("What is this?", { images: [image], reducer: "none" }), "CONTEXT_OVERFLOW");
       expect(error.message).toMatch(/576 of them visual/);
       await expectUnchangedAndUsable();
     });
 
     it("a reducer budget over the token count → the core's error", async () => {
       snapshot();
-      vision.reducer = { kind: "visionzip", dominant: 600, contextual: 10 };
-      const error = await session.prompt("What is this?", { images: [image] }).catch((e: unknown) => e);
+      const error = await session.prompt("What is this?", { images: [image], reducer: { kind: "visionzip", dominant: 600, contextual: 10 } }).catch((e: unknown) => e);
       expect(error).toBeInstanceOf(LeanVisionError);
       await expectUnchangedAndUsable();
     });
@@ -256,7 +248,7 @@ describe("VisionChatSession (tiny-siglip: no CLS token)", () => {
   beforeAll(async () => {
     const { modelPath, mmprojPath } = await ensureLlavaGguf("tiny-siglip");
     model = await llama.loadModel({ modelPath });
-    vision = await loadVisionModel({ llama, model, mmprojPath, reducer: VISIONZIP_64, threads: THREADS });
+    vision = await loadVisionModel({ llama, model, mmprojPath, threads: THREADS });
   });
 
   afterAll(async () => {
@@ -266,11 +258,11 @@ describe("VisionChatSession (tiny-siglip: no CLS token)", () => {
 
   it("chats with a CLS-less mmproj: 54 dominant + 10 contextual visual tokens, reused on turn 2", async () => {
     const context = await model.createContext({ contextSize: 1024, threads: THREADS });
-    const session = new VisionChatSession({ contextSequence: context.getSequence(), vision });
+    const session = new VisionChatSession({ contextSequence: context.getSequence(), vision, reducer: VISIONZIP_64 });
     await session.prompt("What is in this picture?", { images: [image], maxTokens: 4 });
     const turn1 = session.lastTurn!;
     expect(turn1).toMatchObject({ visualTokens: 64, injectedTokens: 64 });
-    expect(turn1.images[0].clsIndex).toBeNull();
+    expect(turn1.images[0].tiles[0].clsIndex).toBeNull();
     const kinds = turn1.images[0].provenance.map((p) => p.kind);
     expect(kinds.filter((k) => k === "dominant")).toHaveLength(54);
     expect(kinds.filter((k) => k === "contextual")).toHaveLength(10);

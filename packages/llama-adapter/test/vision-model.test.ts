@@ -21,7 +21,7 @@ beforeAll(async () => {
   mmprojPath = pair.mmprojPath;
   llama = await getLlama({ gpu: false });
   model = await llama.loadModel({ modelPath: pair.modelPath });
-  vision = await loadVisionModel({ llama, model, mmprojPath, reducer: "none" });
+  vision = await loadVisionModel({ llama, model, mmprojPath });
 });
 
 afterAll(async () => {
@@ -55,23 +55,22 @@ describe("tiny CLIP mmproj", () => {
   });
 
   it("none: the embeddings equal mtmd's own output for the same image", async () => {
-    vision.reducer = "none";
-    const ours = await vision.encodeImage(image);
+    const ours = await vision.encodeImage(image, "none");
     const stock = await vision.encodeImageStock(image);
     expect(stock.numTokens).toBe(576);
     expect(ours.reduced.numTokens).toBe(576);
     expect(ours.embeddings.length).toBe(576 * 256);
     expect(maxAbsDiff(ours.embeddings, stock.embeddings)).toBeLessThan(1e-4);
     // llama.cpp's llava graph appends CLS after the 576 patches and feeds rows 1..576 to its projector.
-    expect(ours.features.numTokens).toBe(577);
-    expect(ours.features.clsIndex).toBe(576);
+    expect(ours.features.tiles).toHaveLength(1);
+    expect(ours.features.tiles[0].numTokens).toBe(577);
+    expect(ours.features.tiles[0].clsIndex).toBe(576);
     expect(ours.reduced.provenance.at(-1)).toMatchObject({ kind: "cls" });
     expect(Array.from(ours.reduced.provenance[0].sources)).toEqual([1]);
   });
 
   it("captures the feature layer's attention (rows are distributions) and head-averaged keys", async () => {
-    vision.reducer = "visionzip:54+10";
-    const { features: f } = await vision.encodeImage(image);
+    const f = (await vision.encodeImage(image, "visionzip:54+10")).features.tiles[0];
     expect(f.heads).toBe(4);
     expect(f.attention!.length).toBe(4 * 577 * 577);
     expect(f.keyDim).toBe(32);
@@ -84,8 +83,7 @@ describe("tiny CLIP mmproj", () => {
   });
 
   it("visionzip 54+10 yields exactly 64 embeddings of the model's n_embd", async () => {
-    vision.reducer = { kind: "visionzip", dominant: 54, contextual: 10 };
-    const out = await vision.encodeImage(image);
+    const out = await vision.encodeImage(image, { kind: "visionzip", dominant: 54, contextual: 10 });
     expect(out.reduced.numTokens).toBe(64);
     expect(out.embeddings.length).toBe(64 * model.embeddingVectorSize);
     expect(out.reduced.provenance.filter((p) => p.kind === "cls")).toHaveLength(1);
@@ -94,8 +92,7 @@ describe("tiny CLIP mmproj", () => {
   });
 
   it("projects kept tokens exactly as mtmd's projector does (same rows, same embeddings)", async () => {
-    vision.reducer = "visionzip:54+0";
-    const out = await vision.encodeImage(image);
+    const out = await vision.encodeImage(image, "visionzip:54+0");
     const stock = await vision.encodeImageStock(image);
     // mtmd's output row j is feature row j+1; a kept patch p > 0 must match stock row p-1.
     out.reduced.provenance.forEach((p, i) => {
@@ -109,19 +106,17 @@ describe("tiny CLIP mmproj", () => {
   });
 
   it("pool:2 gives a 12x12 grid of tokens", async () => {
-    vision.reducer = "pool:2";
-    const out = await vision.encodeImage(image);
+    const out = await vision.encodeImage(image, "pool:2");
     expect(out.reduced.numTokens).toBe(144);
     expect(out.embeddings.length).toBe(144 * 256);
   });
 
   it("accepts a path, an encoded Buffer and raw RGB alike", async () => {
-    vision.reducer = "none";
-    const fromPath = await vision.encodeImage(image);
-    const fromBuffer = await vision.encodeImage(readFileSync(image));
+    const fromPath = await vision.encodeImage(image, "none");
+    const fromBuffer = await vision.encodeImage(readFileSync(image), "none");
     expect(maxAbsDiff(fromPath.embeddings, fromBuffer.embeddings)).toBe(0);
     const raw = { data: new Uint8Array(64 * 48 * 3).map((_, i) => (i * 7) % 256), width: 64, height: 48 };
-    const fromRaw = await vision.encodeImage(raw);
+    const fromRaw = await vision.encodeImage(raw, "none");
     expect(fromRaw.width).toBe(64);
     expect(fromRaw.embeddings.length).toBe(576 * 256);
   });
@@ -143,15 +138,24 @@ describe("tiny CLIP mmproj", () => {
     await expectCode(vision.encodeImage(truncated), "IMAGE_DECODE");
     await expectCode(vision.encodeImage({ data: new Uint8Array(10), width: 4, height: 4 }), "INVALID_INPUT");
     await expectCode(vision.encodeImage("/nonexistent/image.png"), "INVALID_INPUT");
-    vision.reducer = "none";
-    expect((await vision.encodeImage(image)).reduced.numTokens).toBe(576);
+    expect((await vision.encodeImage(image, "none")).reduced.numTokens).toBe(576);
+  });
+
+  it("countTokens gives the number of embeddings encodeImage makes, for every reducer", async () => {
+    for (const reducer of ["none", "visionzip:54+10", "visionzip:54+600", "pool:2", "pool:5", "regionpack:3", "visionzip:auto:0.5+4"]) {
+      const counted = await vision.countTokens(image, reducer);
+      const encoded = await vision.encodeImage(image, reducer);
+      expect({ reducer, counted }).toEqual({ reducer, counted: encoded.numTokens });
+      expect(encoded.embeddings.length).toBe(counted * 256);
+    }
+    // A contextual budget above the tokens left: one contextual token per token left, as the official code.
+    expect(await vision.countTokens(image, "visionzip:570+100")).toBe(577);
+    await expectCode(vision.countTokens(Buffer.from("not an image"), "pool:2"), "IMAGE_DECODE");
   });
 
   it("a reducer budget over the token count is a typed error", async () => {
-    vision.reducer = { kind: "visionzip", dominant: 600, contextual: 10 };
-    const err = await expectCode(vision.encodeImage(image), "INVALID_OPTIONS");
+    const err = await expectCode(vision.encodeImage(image, { kind: "visionzip", dominant: 600, contextual: 10 }), "INVALID_OPTIONS");
     expect(err.message).toMatch(/dominant/);
-    vision.reducer = "none";
   });
 });
 
@@ -200,8 +204,9 @@ describe("loading", () => {
     }
   });
 
-  it("an unknown reducer is a typed error at load", async () => {
-    await expectCode(loadVisionModel({ llama, model, mmprojPath, reducer: "zipzap:3" }), "INVALID_SPEC");
+  it("an unknown reducer is a typed error before anything is encoded", async () => {
+    await expectCode(vision.encodeImage(image, "zipzap:3"), "INVALID_SPEC");
+    await expectCode(vision.countTokens(image, { kind: "zipzap" }), "INVALID_SPEC");
   });
 
   it("use after dispose → DISPOSED", async () => {

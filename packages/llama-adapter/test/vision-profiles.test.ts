@@ -12,10 +12,10 @@ if (process.env.LEANVISION_TEST_LARGE === "1") profiles.push("nanollava", "llava
 let llamaPromise: Promise<Llama> | undefined;
 const llama = () => (llamaPromise ??= getLlama({ gpu: false }));
 
-async function load(profile: GgufProfileName, reducer: string) {
+async function load(profile: GgufProfileName) {
   const pair = await ensureLlavaGguf(profile);
   const model = await (await llama()).loadModel({ modelPath: pair.modelPath });
-  const vision = await loadVisionModel({ llama: await llama(), model, mmprojPath: pair.mmprojPath, reducer });
+  const vision = await loadVisionModel({ llama: await llama(), model, mmprojPath: pair.mmprojPath });
   return { model, vision, dispose: async () => (vision.dispose(), await model.dispose()) };
 }
 
@@ -29,12 +29,12 @@ describe.each(profiles)("profile %s", (profile) => {
   it("loads its mmproj and encodes the sample photo to llama.cpp's token count", { timeout: 1_200_000 }, async () => {
     const shapes = GGUF_PROFILES[profile];
     const grid = imageTokenGrid(shapes.vision);
-    const { model, vision, dispose } = await load(profile, "none");
+    const { model, vision, dispose } = await load(profile);
     try {
       expect(vision.info).toMatchObject({ hasCls: grid.hasCls, gridRows: grid.side, gridCols: grid.side, hiddenDim: shapes.vision.nEmbd });
       const out = await vision.encodeImage(sampleImagePath());
-      expect(out.features.numTokens).toBe(grid.tokens + (grid.hasCls ? 1 : 0));
-      expect(out.features.clsIndex).toBe(grid.hasCls ? grid.tokens : null);
+      expect(out.features.tiles[0].numTokens).toBe(grid.tokens + (grid.hasCls ? 1 : 0));
+      expect(out.features.tiles[0].clsIndex).toBe(grid.hasCls ? grid.tokens : null);
       expect(out.reduced.numTokens).toBe(grid.tokens);
       expect(out.embeddings.length).toBe(grid.tokens * model.embeddingVectorSize);
     } finally {
@@ -45,19 +45,19 @@ describe.each(profiles)("profile %s", (profile) => {
 
 describe("CLS-less SigLIP (tiny-siglip)", () => {
   it("none equals mtmd's own output; visionzip 54+10 gives 64 tokens without a CLS", async () => {
-    const { model, vision, dispose } = await load("tiny-siglip", "none");
+    const { model, vision, dispose } = await load("tiny-siglip");
     try {
       const none = await vision.encodeImage(sampleImagePath());
       const stock = await vision.encodeImageStock(sampleImagePath());
-      expect(none.features).toMatchObject({ numTokens: 729, clsIndex: null, grid: { rows: 27, cols: 27 } });
+      expect(none.features.tiles[0]).toMatchObject({ numTokens: 729, clsIndex: null, grid: { rows: 27, cols: 27 } });
       expect(stock.numTokens).toBe(729);
       expect(maxAbsDiff(none.embeddings, stock.embeddings)).toBeLessThan(1e-4);
       // Without CLS, llama.cpp feeds every token in order: the same as core's own `none`.
       expect(none.reduced.provenance.every((p, i) => p.kind === "patch" && p.sources[0] === i)).toBe(true);
 
-      vision.reducer = { kind: "visionzip", dominant: 54, contextual: 10 };
-      const zipped = await vision.encodeImage(sampleImagePath());
-      expect(zipped.features.attention!.length).toBe(zipped.features.heads! * 729 * 729);
+      const zipped = await vision.encodeImage(sampleImagePath(), { kind: "visionzip", dominant: 54, contextual: 10 });
+      const tile = zipped.features.tiles[0];
+      expect(tile.attention!.length).toBe(tile.heads! * 729 * 729);
       expect(zipped.reduced.numTokens).toBe(64);
       expect(zipped.reduced.provenance.filter((p) => p.kind === "cls")).toHaveLength(0);
       expect(zipped.reduced.provenance.filter((p) => p.kind === "dominant")).toHaveLength(54);

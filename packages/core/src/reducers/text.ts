@@ -1,0 +1,9 @@
+// Shared pieces of the reducers' short text forms.
+
+/** A number in a short spec: decimal, optional sign, fraction and exponent (what String(number) writes). */
+export const NUM = String.raw`[+-]?(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?`;
+
+/** Matches `body` against `^(pattern)$` (case-insensitive, whitespace removed); the groups, or undefined. */
+export function matchShort(pattern: string, body: string): string[] | undefined {
+  return new RegExp(`^${pattern}$`, "i").exec(body.replace(/\s+/g, "")) ?? undefined;
+}
