@@ -37,19 +37,19 @@ async function main(argv) {
     const cliPath = await ensureMtmdCli();
     anchor = await runMtmdAnchor({
       cliPath,
-      modelPath: rt.modelPath,
-      mmprojPath: rt.mmprojPath,
+      modelPath: rt.description.modelPath,
+      mmprojPath: rt.description.mmprojPath,
       image,
       prompt: questionFor(0),
       runs: options.runs,
-      threads: rt.threads
+      threads: rt.description.threads
     });
     const { bundledLlamaCommit } = await import("@leanvision/llama-adapter/llama-source");
     anchor.commit = bundledLlamaCommit();
   }
 
   console.log(formatTable(bench, anchor));
-  const written = writeBenchOutputs(options.json, bench, { anchor, image, runs: options.runs, threads: rt.threads });
+  const written = writeBenchOutputs(options.json, bench, { anchor, image, runs: options.runs, threads: rt.description.threads });
   console.log(`\nwrote ${written.json}\n      ${written.markdown}\n      ${written.svg}`);
 }
 

@@ -19,6 +19,11 @@ export function questionFor(turnIndex) {
  * rt: an open runtime (lib/runtime.js). Returns the benchmark JSON:
  * { runtime, profile, model, textTokens, results: [{ reducer, visualTokens, turns: [...] }] }.
  */
+/** What the report says about the model: the runtime's description minus run settings. */
+function modelDescription({ profile, threads, ...model }) {
+  return model;
+}
+
 export async function runBenchmark(rt, { reducers, image, turns, runs, maxTokens, onRun = () => {} }) {
   await warmUp(rt, image, reducers);
   const results = [];
@@ -28,7 +33,7 @@ export async function runBenchmark(rt, { reducers, image, turns, runs, maxTokens
     let visualTokens = 0;
     for (let run = 0; run < runs; run++) {
       onRun({ reducer: name, run: run + 1, runs });
-      const chat = await rt.newChat(reducer);
+      const chat = await rt.createChat({ reducer });
       try {
         const runTurns = [];
         for (let t = 0; t < turns; t++) {
@@ -45,9 +50,9 @@ export async function runBenchmark(rt, { reducers, image, turns, runs, maxTokens
   }
   return {
     runtime: rt.runtime,
-    profile: rt.profile,
-    model: rt.model,
-    textTokens: rt.countTokens(questionFor(0)),
+    profile: rt.description.profile,
+    model: modelDescription(rt.description),
+    textTokens: rt.countTextTokens(questionFor(0)),
     results
   };
 }

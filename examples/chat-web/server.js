@@ -5,7 +5,7 @@ import { createServer } from "node:http";
 import { readFile } from "node:fs/promises";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { join, extname } from "node:path";
-import { LeanVisionError, parseReducerSpec, formatReducerSpec, keepMask } from "@leanvision/core";
+import { LeanVisionError, parseReducerSpec, formatReducerSpec, tileKeepMasks } from "@leanvision/core";
 import { parseCli, parseRuntime, parseModelSource, positiveInt } from "../lib/args.js";
 import { openRuntime } from "../lib/runtime.js";
 import { progressBar } from "../lib/progress.js";
@@ -80,7 +80,7 @@ export async function startChatServer({ port = 0, host = "127.0.0.1", maxTokens 
     const restart = !conv || newImage !== null || conv.reducerName !== reducerName;
     if (restart) {
       await conv?.chat.dispose();
-      conv = { chat: await rt.newChat(reducer), reducerName, imageBytes, overlay: null };
+      conv = { chat: await rt.createChat({ reducer }), reducerName, imageBytes, overlay: null };
       conversations.set(id, conv);
     }
 
@@ -123,11 +123,13 @@ export async function startChatServer({ port = 0, host = "127.0.0.1", maxTokens 
   };
 }
 
-/** The patch grid as core's keepMask sees it: 0 = merged or dropped, 1 = kept, 2 = contextual target. */
-export function overlayOf({ grid, clsIndex, provenance }) {
-  const numTokens = grid.rows * grid.cols + (clsIndex === null ? 0 : 1);
-  const mask = keepMask({ provenance }, { grid, clsIndex, numTokens });
-  return { rows: grid.rows, cols: grid.cols, mask: Array.from(mask) };
+/**
+ * Each tile's patch grid as core's keepMask sees it: 0 = merged or dropped, 1 = kept, 2 = contextual
+ * target. rows/cols/mask are the overview tile's (the whole image).
+ */
+export function overlayOf({ tiles, tileGrid, provenance }) {
+  const masks = tileKeepMasks(provenance, tiles).map((mask, i) => ({ rows: tiles[i].grid.rows, cols: tiles[i].grid.cols, mask: Array.from(mask) }));
+  return { ...masks[0], tileGrid, tiles: masks };
 }
 
 function openEventStream(res) {

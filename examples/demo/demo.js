@@ -91,8 +91,8 @@ export async function runDemo(argv, io) {
     onProgress: progressBar(`writing the "${options.profile}" model (first run only)`, errorOutput)
   });
   await warmUp(rt, image, [{ kind: "none" }, options.reducer]);
-  const baseline = await rt.newChat({ kind: "none" });
-  const lean = await rt.newChat(options.reducer);
+  const baseline = await rt.createChat({ reducer: "none" });
+  const lean = await rt.createChat({ reducer: options.reducer });
   const rows = [];
   try {
     const questions = io.interactive ? askLoop(io) : scripted(options.turns, say);

@@ -1,15 +1,25 @@
 // Multi-turn chat over a LeanVision-wrapped LLaVA. It keeps the token history and transformers.js's
 // past_key_values between turns, so a later turn runs only its own new tokens through the decoder
-// and the (reduced) image from an earlier turn is reused from the cache, never re-encoded.
-import { formatReducerSpec, LeanVisionError, type TurnImage, type TurnTimings, type VisionPromptOptions } from "@leanvision/core";
-import { BaseStreamer, DynamicCache, InterruptableStoppingCriteria, random, Tensor } from "@huggingface/transformers";
-import { loadImage, type ImageInput } from "./image.js";
+// and the (reduced) image from an earlier turn is reused from the cache, never re-encoded. Turns are
+// rendered with the model's own chat template (the processor's, else the tokenizer's).
+import {
+  DEFAULT_MAX_TOKENS,
+  formatReducerSpec,
+  LeanVisionError,
+  toReducerSpec,
+  turnImage,
+  type ReducerInput,
+  type ReducerSpec,
+  type VisionChat,
+  type VisionPromptOptions,
+  type VisionTurn
+} from "@leanvision/core";
+import { BaseStreamer, DynamicCache, InterruptableStoppingCriteria, RawImage, random, Tensor } from "@huggingface/transformers";
+import { loadImage } from "./image.js";
 import type { LeanVisionLlava } from "./lean.js";
 
-/** temperature 0 (the default) is greedy. */
-export type PromptOptions = VisionPromptOptions<ImageInput>;
-
-export type TurnRecord = TurnTimings & { turn: number; reducer: string; images: TurnImage[] };
+export type PromptOptions = VisionPromptOptions;
+export type TurnRecord = VisionTurn;
 
 export type ChatHistoryItem =
   | { type: "system"; text: string }
@@ -17,22 +27,32 @@ export type ChatHistoryItem =
   | { type: "model"; response: string[] };
 
 type Cache = Record<string, Tensor>;
+type Message = { role: string; content: string | Array<{ type: "image" } | { type: "text"; text: string }> };
 
-export class TransformersVisionChat {
+export interface TransformersVisionChatOptions {
+  lean: LeanVisionLlava;
+  /** Default reducer of this chat's images (default: the wrapper's); a prompt may pass its own. */
+  reducer?: ReducerInput;
+  systemPrompt?: string;
+}
+
+export class TransformersVisionChat implements VisionChat {
   readonly lean: LeanVisionLlava;
+  readonly reducer: ReducerSpec;
   readonly systemPrompt: string | undefined;
   readonly turns: TurnRecord[] = [];
   private ids: bigint[] = [];
   private past: Cache | null = null;
   private history: ChatHistoryItem[] = [];
-  private disposed = false;
-  private busy = false;
+  private isDisposed = false;
+  private queue: Promise<unknown> = Promise.resolve();
 
-  constructor({ lean, systemPrompt }: { lean: LeanVisionLlava; systemPrompt?: string }) {
+  constructor({ lean, reducer, systemPrompt }: TransformersVisionChatOptions) {
     if (!lean || typeof lean.encodeImage !== "function") {
       throw new LeanVisionError("INVALID_INPUT", "TransformersVisionChat needs { lean } from withLeanVision(...)");
     }
     this.lean = lean;
+    this.reducer = reducer === undefined ? lean.reducer : toReducerSpec(reducer);
     this.systemPrompt = systemPrompt;
     if (systemPrompt) this.history.push({ type: "system", text: systemPrompt });
   }
@@ -46,49 +66,123 @@ export class TransformersVisionChat {
     return this.turns[this.turns.length - 1];
   }
 
+  get disposed(): boolean {
+    return this.isDisposed;
+  }
+
   getChatHistory(): ChatHistoryItem[] {
     return structuredClone(this.history);
   }
 
   /**
-   * Runs one user turn and returns the reply. On any error the conversation (tokens, cache,
-   * history, turns) is left exactly as it was before the call.
+   * Runs one user turn and returns the reply; prompts queue. On any error the conversation
+   * (tokens, cache, history, turns) is left exactly as it was before the call.
    */
-  async prompt(text: string, options: PromptOptions = {}): Promise<string> {
-    if (this.disposed) throw new LeanVisionError("DISPOSED", "this chat was disposed; start a new TransformersVisionChat");
-    this.lean.activate(); // also throws DISPOSED for a disposed wrapper
+  prompt(text: string, options: PromptOptions = {}): Promise<string> {
+    const run = this.queue.then(() => this.runPrompt(text, options));
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  private async runPrompt(text: string, options: PromptOptions): Promise<string> {
+    if (this.isDisposed) throw new LeanVisionError("DISPOSED", "this chat was disposed; start a new TransformersVisionChat");
+    this.lean.assertLive();
     if (typeof text !== "string") throw new LeanVisionError("INVALID_INPUT", "prompt(text) needs a string");
-    if (this.busy) throw new LeanVisionError("INVALID_INPUT", "a prompt is already running on this chat; await it first");
-    const { images = [], maxTokens = 256, temperature = 0, seed, onTextChunk, signal } = options;
+    const { images = [], maxTokens = DEFAULT_MAX_TOKENS, temperature = 0, seed, onTextChunk, signal } = options;
+    if (!Array.isArray(images)) throw new LeanVisionError("INVALID_INPUT", "options.images must be an array of images");
     if (!Number.isInteger(maxTokens) || maxTokens < 1) throw new LeanVisionError("INVALID_INPUT", `maxTokens must be a positive integer, got ${maxTokens}`);
+    const spec = options.reducer === undefined ? this.reducer : toReducerSpec(options.reducer);
     signal?.throwIfAborted();
-    this.busy = true;
-    try {
-      return await this.runTurn(text, images, { maxTokens, temperature, seed, onTextChunk, signal });
-    } finally {
-      this.busy = false;
+    const { result, record } = await this.lean.recorded(spec, () => this.runTurn(text, images, { maxTokens, temperature, seed, onTextChunk, signal }));
+    const { reply, sequence, past, started, firstTokenAt, imageCount, sizes } = result;
+    if (record.images.length !== imageCount) {
+      throw new LeanVisionError("UNSUPPORTED_MODEL", `${imageCount} image(s) sent but the model encoded ${record.images.length}; it did not call encode_image`);
     }
+    const prefill = record.decoderCalls[0];
+    // Committed only now: a failed turn leaves tokens, cache, history and turns as they were.
+    this.ids = sequence;
+    this.past = past;
+    this.history.push({ type: "user", text, images: imageCount }, { type: "model", response: [reply] });
+    this.turns.push({
+      turn: this.turns.length + 1,
+      reducer: formatReducerSpec(spec),
+      ...record.timings,
+      prefillMs: prefill?.ms ?? 0,
+      ttftMs: (firstTokenAt || performance.now()) - started,
+      visualTokens: record.images.reduce((n, im) => n + im.reduced.numTokens, 0),
+      evaluatedTokens: prefill?.tokens ?? 0,
+      reusedTokens: prefill?.past ?? 0,
+      // The original image sizes (the records hold the processor's resized ones).
+      images: record.images.map((im, i) => turnImage({ ...im, ...sizes[i] }))
+    });
+    return reply;
+  }
+
+  /** The chat template of the model: the processor's, else the tokenizer's. */
+  private template(): string {
+    const { processor } = this.lean;
+    const template = (processor as { chat_template?: unknown }).chat_template ?? processor.tokenizer.chat_template;
+    if (typeof template !== "string" || !template) {
+      throw new LeanVisionError("UNSUPPORTED_MODEL", "the model has no chat template (chat_template in tokenizer_config.json or chat_template.json); add the one it was trained with");
+    }
+    return template;
+  }
+
+  /** Renders messages with the model's template; image slots as the template expects them (content parts or `<image>` text). */
+  private render(messages: Array<{ role: string; text: string; images?: number }>, addGenerationPrompt: boolean): string {
+    const { processor } = this.lean;
+    const template = this.template();
+    const imageToken = processor.config.image_token ?? "<image>";
+    const parts = /\['type'\]|\.type\b|'type'/.test(template); // HF multimodal templates iterate content parts
+    const rendered: Message[] = messages.map(({ role, text, images = 0 }) => ({
+      role,
+      content: parts
+        ? [...Array.from({ length: images }, () => ({ type: "image" as const })), { type: "text" as const, text }]
+        : `${`${imageToken}\n`.repeat(images)}${text}`
+    }));
+    return processor.tokenizer.apply_chat_template(rendered, { tokenize: false, add_generation_prompt: addGenerationPrompt, chat_template: template }) as string;
   }
 
   private async runTurn(
     text: string,
-    imageInputs: ImageInput[],
+    imageInputs: unknown[],
     o: { maxTokens: number; temperature: number; seed?: number; onTextChunk?: (t: string) => void; signal?: AbortSignal }
-  ): Promise<string> {
+  ) {
     const started = performance.now();
     const { processor, model } = this.lean;
     const tokenizer = processor.tokenizer;
-    const images = await Promise.all(imageInputs.map(loadImage));
-    const imageToken = processor.config.image_token ?? "<image>";
+    const images: RawImage[] = await Promise.all(imageInputs.map((input) => loadImage(input as never)));
     const first = this.ids.length === 0;
 
-    // LLaVA-1.5 (vicuna_v1) turns: "[system ]USER: <image>\n... ASSISTANT: reply</s>".
-    const segment = `${first && this.systemPrompt ? `${this.systemPrompt} ` : ""}USER: ${`${imageToken}\n`.repeat(images.length)}${text} ASSISTANT:`;
+    // This turn's text: what the template adds for the new user message (and the generation
+    // prompt) after the conversation so far.
+    const past = this.history.map((item) =>
+      item.type === "system" ? { role: "system", text: item.text } : item.type === "user" ? { role: "user", text: item.text, images: item.images } : { role: "assistant", text: item.response.join("") }
+    );
+    const before = first ? "" : this.render(past, false);
+    const after = this.render([...past, { role: "user", text, images: images.length }], true);
+    if (!after.startsWith(before)) {
+      throw new LeanVisionError("UNSUPPORTED_MODEL", "the chat template renders earlier turns differently once a new message follows; multi-turn reuse needs a prefix-stable template");
+    }
+    // What closes the previous reply in the template (e.g. "</s>", "<|im_end|>\n"), minus the end
+    // token generation already produced (or plus it, when generation stopped at maxTokens).
     const eos = BigInt(tokenizer.eos_token_id ?? 2);
-    const closePrevious = !first && this.ids[this.ids.length - 1] !== eos ? [eos] : [];
+    const eosText: string = tokenizer.eos_token ?? "</s>";
+    const closePrevious: bigint[] = [];
+    let closing = "";
+    if (!first) {
+      const opened = this.render(past.slice(0, -1), true);
+      const reply = past.at(-1)!.text;
+      closing = before.startsWith(opened + reply) ? before.slice(opened.length + reply.length) : eosText;
+      if (closing.startsWith(eosText)) {
+        if (this.ids[this.ids.length - 1] !== eos) closePrevious.push(eos);
+        closing = closing.slice(eosText.length);
+      }
+    }
+    const segmentText = closing + after.slice(before.length);
     const inputs = images.length
-      ? ((await processor._call(images, segment, { add_special_tokens: first })) as Record<string, Tensor>)
-      : tokenizer(segment, { add_special_tokens: first });
+      ? ((await processor._call(images, segmentText, { add_special_tokens: first })) as Record<string, Tensor>)
+      : tokenizer(segmentText, { add_special_tokens: first });
     const segmentIds = (inputs.input_ids as Tensor).tolist()[0] as bigint[];
     const ids = [...this.ids, ...closePrevious, ...segmentIds];
 
@@ -114,7 +208,6 @@ export class TransformersVisionChat {
     })();
 
     if (o.temperature > 0 && o.seed !== undefined) random.seed(o.seed);
-    this.lean.clearDecoderCalls();
     let result: { sequences: Tensor; past_key_values: Cache };
     try {
       result = (await model.generate({
@@ -137,39 +230,12 @@ export class TransformersVisionChat {
 
     const sequence = result.sequences.tolist()[0] as bigint[];
     const reply = tokenizer.decode(sequence.slice(ids.length), { skip_special_tokens: true }).trim();
-    const prefill = this.lean.decoderCalls[0];
-    const encoded = images.length ? this.lean.lastImages : [];
-    if (encoded.length !== images.length) {
-      throw new LeanVisionError("UNSUPPORTED_MODEL", `${images.length} image(s) sent but the model encoded ${encoded.length}; it did not call encode_image`);
-    }
-    const timings = images.length ? this.lean.lastTimings : { encodeMs: 0, reduceMs: 0, projectMs: 0 };
-
-    this.ids = sequence;
-    this.past = result.past_key_values;
-    this.history.push({ type: "user", text, images: images.length }, { type: "model", response: [reply] });
-    this.turns.push({
-      turn: this.turns.length + 1,
-      reducer: formatReducerSpec(this.lean.reducer),
-      ...timings,
-      prefillMs: prefill?.ms ?? 0,
-      ttftMs: (firstTokenAt || performance.now()) - started,
-      visualTokens: encoded.reduce((n, im) => n + im.reduced.numTokens, 0),
-      evaluatedTokens: prefill?.tokens ?? 0,
-      reusedTokens: prefill?.past ?? 0,
-      images: encoded.map((im, i) => ({
-        width: images[i].width,
-        height: images[i].height,
-        grid: im.features.grid,
-        clsIndex: im.features.clsIndex,
-        provenance: im.reduced.provenance
-      }))
-    });
-    return reply;
+    return { reply, sequence, past: result.past_key_values, ids, started, firstTokenAt, imageCount: images.length, sizes: images.map(({ width, height }) => ({ width, height })) };
   }
 
   /** Drops the cache and history. Later prompts throw DISPOSED. The wrapped model stays usable. */
-  dispose(): void {
-    this.disposed = true;
+  async dispose(): Promise<void> {
+    this.isDisposed = true;
     this.past = null;
     this.ids = [];
   }

@@ -5,12 +5,16 @@
 import {
   formatReducerSpec,
   LeanVisionError,
-  parseReducerSpec,
-  reduce,
-  type ReducedTokens,
+  reduceImage,
+  reducerNeeds,
+  toReducerSpec,
+  type ImageFeatures,
+  type ReducedImage,
+  type ReducerInput,
   type ReducerSpec,
   type VisionFeatures
 } from "@leanvision/core";
+import { AsyncLocalStorage } from "node:async_hooks";
 import { Tensor, type PreTrainedModel, type Processor } from "@huggingface/transformers";
 import { createHash } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
@@ -52,7 +56,8 @@ export interface WithLeanVisionOptions {
   model: PreTrainedModel | LlavaLikeModel;
   /** From AutoProcessor.from_pretrained(folder). */
   processor: Processor | LlavaLikeProcessor;
-  reducer?: ReducerSpec | string;
+  /** Reducer of calls made straight to the model (processor + generate); chats pass their own. Default none. */
+  reducer?: ReducerInput;
   /**
    * The folder given to from_pretrained (or its onnx/vision_encoder.onnx); transformers.js does not
    * keep it. Needed the first time a model is wrapped; later wrappers of the same model share the split.
@@ -62,12 +67,12 @@ export interface WithLeanVisionOptions {
   cacheDir?: string;
 }
 
-/** One image as it went through the reducer. */
-export interface EncodedImage {
+/** One image as it went through the reducer (before the projector); sizes are the processor's output. */
+export interface ReducedImageRecord {
   width: number;
   height: number;
-  features: VisionFeatures;
-  reduced: ReducedTokens;
+  features: ImageFeatures;
+  reduced: ReducedImage;
 }
 
 export interface ImageEncodeTimings {
@@ -78,10 +83,24 @@ export interface ImageEncodeTimings {
 
 interface Prepared {
   spec: string;
-  images: EncodedImage[];
+  images: ReducedImageRecord[];
   encodeMs: number;
   reduceMs: number;
 }
+
+/** What one call through the hooks (a chat turn, or withReducer) saw: its reducer and what it ran. */
+export interface CallRecord {
+  readonly spec: ReducerSpec;
+  images: ReducedImageRecord[];
+  timings: ImageEncodeTimings;
+  decoderCalls: DecoderCall[];
+}
+
+/**
+ * The call in progress, per async context: concurrent chats over one model each see their own
+ * reducer and records, whatever runs in between.
+ */
+const calls = new AsyncLocalStorage<{ lean: LeanVisionLlava; record: CallRecord }>();
 
 export interface DecoderCall {
   ms: number;
@@ -93,8 +112,8 @@ export interface DecoderCall {
 
 /**
  * What withLeanVision installs on one model, shared by every wrapper of that model: the split
- * sessions and the hooks. The hooks route to the `active` wrapper (the newest, or the one a chat
- * last prompted through), so several reducers can share one loaded model.
+ * sessions and the hooks. A call made inside lean.withReducer (every chat turn is) uses that call's
+ * reducer; a call straight to the model uses the newest live wrapper's default reducer.
  */
 interface Installation {
   model: LlavaLikeModel;
@@ -110,22 +129,24 @@ interface Installation {
 const installations = new WeakMap<object, Installation>();
 
 export class LeanVisionLlava {
-  /** Images and timings of the most recent encode_image call through this wrapper. */
-  lastImages: EncodedImage[] = [];
+  /** Images and timings of the most recent encode_image call through this wrapper (a chat's turn records its own). */
+  lastImages: ReducedImageRecord[] = [];
   lastTimings: ImageEncodeTimings = { encodeMs: 0, reduceMs: 0, projectMs: 0 };
-  /** Every decoder run while this wrapper was active, since the last clearDecoderCalls(). */
+  /** Decoder runs outside withReducer while this wrapper was the newest, since the last clearDecoderCalls(). */
   decoderCalls: DecoderCall[] = [];
+  /** The default reducer (calls straight to the model); immutable, chats and withReducer pass their own. */
+  readonly reducer: ReducerSpec;
 
-  private spec: ReducerSpec;
   private disposed = false;
-  private readonly prepared = new WeakMap<object, Prepared>();
+  private readonly prepared = new WeakMap<object, Map<string, Prepared>>();
 
-  /** Use withLeanVision(); the constructor is internal. */
+  /** @internal use withLeanVision() */
   constructor(
-    private readonly installation: Installation,
+    /** @internal */
+    readonly installation: Installation,
     reducer: ReducerSpec
   ) {
-    this.spec = reducer;
+    this.reducer = reducer;
   }
 
   get model(): LlavaLikeModel {
@@ -138,34 +159,46 @@ export class LeanVisionLlava {
   get split(): Pick<VisionSplit, "names" | "found"> {
     return this.installation.split;
   }
-
-  /** Routes the model's hooks (processor, encode_image, decoder timings) to this wrapper's reducer. */
-  activate(): void {
-    this.assertLive();
-    this.installation.active = this;
-  }
-
-  get reducer(): ReducerSpec {
-    return this.spec;
-  }
-  set reducer(spec: ReducerSpec | string) {
-    this.spec = toSpec(spec);
-  }
   get isDisposed(): boolean {
     return this.disposed;
   }
 
-  /** Runs the features graph and the reducer; the token counts decide how `<image>` expands. */
-  async prepareImages(pixelValues: Tensor): Promise<Prepared> {
+  /**
+   * Runs `fn` (which calls the processor and model.generate) with `reducer`; concurrent calls with
+   * other reducers do not affect it. Returns what fn returns.
+   */
+  async withReducer<T>(reducer: ReducerInput, fn: () => Promise<T>): Promise<T> {
+    return (await this.recorded(reducer, fn)).result;
+  }
+
+  /** @internal withReducer, plus what the call encoded and decoded. */
+  async recorded<T>(reducer: ReducerInput, fn: () => Promise<T>): Promise<{ result: T; record: CallRecord }> {
     this.assertLive();
-    const spec = formatReducerSpec(this.spec);
-    const cached = this.prepared.get(pixelValues.data as object);
-    if (cached && cached.spec === spec) return cached;
+    const record: CallRecord = { spec: toReducerSpec(reducer), images: [], timings: { encodeMs: 0, reduceMs: 0, projectMs: 0 }, decoderCalls: [] };
+    const result = await calls.run({ lean: this, record }, fn);
+    return { result, record };
+  }
+
+  /** The call in progress on this model, if any. @internal */
+  currentCall(): CallRecord | undefined {
+    const call = calls.getStore();
+    return call && call.lean.installation === this.installation ? call.record : undefined;
+  }
+
+  /** Runs the features graph and the reducer; the token counts decide how `<image>` expands. */
+  async prepareImages(pixelValues: Tensor, reducer?: ReducerInput): Promise<Prepared> {
+    this.assertLive();
+    const specObject = reducer === undefined ? (this.currentCall()?.spec ?? this.reducer) : toReducerSpec(reducer);
+    const spec = formatReducerSpec(specObject);
+    const key = pixelValues.data as object;
+    const cached = this.prepared.get(key)?.get(spec);
+    if (cached) return cached;
 
     const [batch, , height, width] = pixelValues.dims;
     const patch = this.model.config.vision_config?.patch_size ?? 14;
     const rows = Math.floor(height / patch);
     const cols = Math.floor(width / patch);
+    const needs = reducerNeeds(specObject);
     let t0 = performance.now();
     const { features } = this.installation;
     const out = await features.run({ [features.inputNames[0]]: pixelValues.ort_tensor });
@@ -176,38 +209,45 @@ export class LeanVisionLlava {
     const [, tokens, dim] = hidden.dims;
     const heads = attention.dims[1];
     const keyDim = keys.dims[2] / heads;
-    if (tokens !== rows * cols + 1 || attention.dims[2] !== tokens || keys.dims[1] !== tokens || !Number.isInteger(keyDim)) {
+    const clsIndex = tokens === rows * cols + 1 ? 0 : tokens === rows * cols ? null : -1;
+    if (clsIndex === -1 || attention.dims[2] !== tokens || keys.dims[1] !== tokens || !Number.isInteger(keyDim)) {
       throw new LeanVisionError(
         "UNSUPPORTED_MODEL",
         `the feature layer has ${tokens} tokens (attention [${attention.dims}], keys [${keys.dims}]) but a ` +
-          `${height}x${width} image with patch ${patch} has ${rows}x${cols} patches + CLS`
+          `${height}x${width} image with patch ${patch} has ${rows}x${cols} patches (+ CLS)`
       );
     }
     t0 = performance.now();
     // Views, not copies: the attention alone is heads x tokens x tokens floats (21 MB at CLIP-L size).
-    const images: EncodedImage[] = [];
+    const images: ReducedImageRecord[] = [];
     for (let b = 0; b < batch; b++) {
-      const features: VisionFeatures = {
+      const tile: VisionFeatures = {
         hidden: (hidden.data as Float32Array).subarray(b * tokens * dim, (b + 1) * tokens * dim),
         numTokens: tokens,
         dim,
         grid: { rows, cols },
-        clsIndex: 0,
-        attention: (attention.data as Float32Array).subarray(b * heads * tokens * tokens, (b + 1) * heads * tokens * tokens),
-        heads,
-        keys: averageHeads(keys.data as Float32Array, b, tokens, heads, keyDim),
-        keyDim
+        clsIndex
       };
-      images.push({ width, height, features, reduced: reduce(features, this.spec) });
+      if (needs.attention || needs.keys) {
+        Object.assign(tile, {
+          attention: (attention.data as Float32Array).subarray(b * heads * tokens * tokens, (b + 1) * heads * tokens * tokens),
+          heads,
+          keys: averageHeads(keys.data as Float32Array, b, tokens, heads, keyDim),
+          keyDim
+        });
+      }
+      const image: ImageFeatures = { tiles: [tile], tileGrid: { rows: 0, cols: 0 }, width, height };
+      images.push({ width, height, features: image, reduced: reduceImage(image, specObject) });
     }
     const prepared = { spec, images, encodeMs, reduceMs: performance.now() - t0 };
-    this.prepared.set(pixelValues.data as object, prepared);
+    if (!this.prepared.has(key)) this.prepared.set(key, new Map());
+    this.prepared.get(key)!.set(spec, prepared);
     return prepared;
   }
 
   /** Replacement for model.encode_image: [1, kept tokens of every image, hidden] projected features. */
-  async encodeImage(pixelValues: Tensor): Promise<Tensor> {
-    const prepared = await this.prepareImages(pixelValues);
+  async encodeImage(pixelValues: Tensor, reducer?: ReducerInput): Promise<Tensor> {
+    const prepared = await this.prepareImages(pixelValues, reducer);
     const dim = prepared.images[0].reduced.dim;
     const total = prepared.images.reduce((n, im) => n + im.reduced.numTokens, 0);
     const kept = new Float32Array(total * dim);
@@ -221,8 +261,16 @@ export class LeanVisionLlava {
     const out = await projector.run({ [this.split.names.projectorInput]: new Tensor("float32", kept, [1, total, dim]).ort_tensor });
     const projectMs = performance.now() - t0;
     const projected = out[projector.outputNames[0]];
+    const timings = { encodeMs: prepared.encodeMs, reduceMs: prepared.reduceMs, projectMs };
+    const call = this.currentCall();
+    if (call) {
+      call.images.push(...prepared.images);
+      call.timings.encodeMs += timings.encodeMs;
+      call.timings.reduceMs += timings.reduceMs;
+      call.timings.projectMs += timings.projectMs;
+    }
     this.lastImages = prepared.images;
-    this.lastTimings = { encodeMs: prepared.encodeMs, reduceMs: prepared.reduceMs, projectMs };
+    this.lastTimings = timings;
     return new Tensor("float32", projected.data as Float32Array, [...projected.dims]);
   }
 
@@ -255,7 +303,10 @@ export class LeanVisionLlava {
 function install(inst: Installation): void {
   const { model, processor } = inst;
   const imageToken = processor.config.image_token ?? "<image>";
+  // The wrapper of the call in progress (withReducer), else the newest live one.
   const active = () => {
+    const call = calls.getStore();
+    if (call && call.lean.installation === inst && !call.lean.isDisposed) return call.lean;
     if (!inst.active) throw new LeanVisionError("DISPOSED", "every LeanVision wrapper of this model was disposed");
     return inst.active;
   };
@@ -282,7 +333,10 @@ function install(inst: Installation): void {
     const out = await run(feeds, ...rest);
     const embeds = feeds.inputs_embeds as OrtTensor | undefined;
     const past = Object.entries(feeds).find(([k]) => k.startsWith("past_key_values."))?.[1] as OrtTensor | undefined;
-    inst.active?.decoderCalls.push({ ms: performance.now() - t0, tokens: embeds?.dims[1] ?? 0, past: past?.dims[2] ?? 0 });
+    const entry = { ms: performance.now() - t0, tokens: embeds?.dims[1] ?? 0, past: past?.dims[2] ?? 0 };
+    const call = calls.getStore();
+    if (call && call.lean.installation === inst) call.record.decoderCalls.push(entry);
+    else inst.active?.decoderCalls.push(entry);
     return out;
   };
   inst.restore.push(() => restoreProperty(decoder, "run", originalRun));
@@ -301,7 +355,7 @@ export async function withLeanVision(options: WithLeanVisionOptions): Promise<Le
   if (typeof processor?.image_processor !== "function" || typeof processor.tokenizer !== "function") {
     throw new LeanVisionError("INVALID_INPUT", "withLeanVision needs { processor } from AutoProcessor.from_pretrained(...) for the same folder");
   }
-  const spec = toSpec(options.reducer ?? { kind: "none" });
+  const spec = toReducerSpec(options.reducer ?? "none");
   const vision = model.sessions.vision_encoder;
   const decoder = model.sessions.decoder_model_merged;
   if (!vision || !decoder || !model.sessions.embed_tokens) {
@@ -336,16 +390,6 @@ function join(inst: Installation, spec: ReducerSpec): LeanVisionLlava {
   inst.members.add(lean);
   inst.active = lean;
   return lean;
-}
-
-const KINDS: ReadonlyArray<ReducerSpec["kind"]> = ["none", "visionzip", "visionzip-adaptive", "pool", "regionpack"];
-
-function toSpec(spec: ReducerSpec | string): ReducerSpec {
-  if (typeof spec === "string") return parseReducerSpec(spec);
-  if (!spec || typeof spec !== "object" || !KINDS.includes(spec.kind)) {
-    throw new LeanVisionError("INVALID_SPEC", `unknown reducer ${JSON.stringify(spec)}; use one of ${KINDS.join(", ")} (or a string such as "none")`);
-  }
-  return parseReducerSpec(formatReducerSpec(spec)); // round trip: checks every parameter is a number
 }
 
 /** File suffixes transformers.js uses per dtype (utils/dtypes.js). */

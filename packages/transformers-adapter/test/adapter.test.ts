@@ -86,14 +86,13 @@ describe("splitting the vision encoder", () => {
 
 describe("withLeanVision", () => {
   it("reducer none: same image features and exactly the same greedy generation as stock transformers.js", async () => {
-    lean.reducer = "none";
     const s = await greedy(stock);
-    const w = await greedy(wrapped);
+    const w = await lean.withReducer("none", () => greedy(wrapped));
     expect(imageTokens(w.inputs)).toBe(256);
     expect(w.tokens).toEqual(s.tokens);
 
     const stockFeatures = await stock.model.encode_image({ pixel_values: s.inputs.pixel_values as any });
-    const leanFeatures = await wrapped.model.encode_image({ pixel_values: w.inputs.pixel_values as any });
+    const leanFeatures = await lean.withReducer("none", () => wrapped.model.encode_image({ pixel_values: w.inputs.pixel_values as any }));
     expect(leanFeatures.dims).toEqual(stockFeatures.dims);
     const a = stockFeatures.data as Float32Array;
     const b = leanFeatures.data as Float32Array;
@@ -103,12 +102,11 @@ describe("withLeanVision", () => {
   });
 
   it("visionZip 54+10: exactly 64 image embeddings are merged and generate runs", async () => {
-    lean.reducer = { kind: "visionzip", dominant: 54, contextual: 10 };
-    const { inputs, tokens } = await greedy(wrapped, 10);
+    const { inputs, tokens } = await lean.withReducer({ kind: "visionzip", dominant: 54, contextual: 10 }, () => greedy(wrapped, 10));
     expect(imageTokens(inputs)).toBe(64);
     expect(tokens).toHaveLength(10);
 
-    const features = await wrapped.model.encode_image({ pixel_values: inputs.pixel_values as any });
+    const features = await lean.withReducer({ kind: "visionzip", dominant: 54, contextual: 10 }, () => wrapped.model.encode_image({ pixel_values: inputs.pixel_values as any }));
     expect(features.dims).toEqual([1, 64, 64]);
     const kinds = lean.lastImages[0].reduced.provenance.map((p) => p.kind);
     expect(kinds.filter((k) => k === "cls")).toHaveLength(1);
@@ -118,10 +116,9 @@ describe("withLeanVision", () => {
   });
 
   it("a kept patch is projected exactly as the stock encoder projects it (the projector runs per token)", async () => {
-    lean.reducer = { kind: "visionzip", dominant: 54, contextual: 10 };
     const inputs = await stock.processor._call(image, PROMPT);
     const stockFeatures = (await stock.model.encode_image({ pixel_values: inputs.pixel_values as any })).data as Float32Array;
-    const leanFeatures = (await wrapped.model.encode_image({ pixel_values: inputs.pixel_values as any })).data as Float32Array;
+    const leanFeatures = (await lean.withReducer({ kind: "visionzip", dominant: 54, contextual: 10 }, () => wrapped.model.encode_image({ pixel_values: inputs.pixel_values as any }))).data as Float32Array;
     const dim = 64;
     const provenance = lean.lastImages[0].reduced.provenance;
     let compared = 0;
@@ -139,16 +136,14 @@ describe("withLeanVision", () => {
     ["regionpack:scale=2", 64],
     ["visionzip:dominant=108,contextual=20", 128]
   ])("%s: the processor expands <image> to %i tokens and generate runs", async (spec, count) => {
-    lean.reducer = spec;
-    const { inputs, tokens } = await greedy(wrapped, 4);
+    const { inputs, tokens } = await lean.withReducer(spec, () => greedy(wrapped, 4));
     expect(imageTokens(inputs)).toBe(count);
     expect(tokens).toHaveLength(4);
   });
 
   it("adaptive VisionZip: <image> expands to the count chosen for this image", async () => {
-    lean.reducer = { kind: "visionzip-adaptive", coverage: 0.5, min: 16, max: 200, contextual: 10 };
-    const { inputs, tokens } = await greedy(wrapped, 3);
-    const reduced = lean.lastImages[0].reduced;
+    const { inputs, tokens } = await lean.withReducer({ kind: "visionzip-adaptive", coverage: 0.5, min: 16, max: 200, contextual: 10 }, () => greedy(wrapped, 3));
+    const reduced = { ...lean.lastImages[0].reduced, chosenDominant: lean.lastImages[0].reduced.tiles[0].chosenDominant };
     expect(reduced.chosenDominant).toBeGreaterThanOrEqual(16);
     expect(reduced.chosenDominant).toBeLessThanOrEqual(200);
     expect(imageTokens(inputs)).toBe(reduced.numTokens);
@@ -157,22 +152,19 @@ describe("withLeanVision", () => {
   });
 
   it("two images in one prompt: each expands to its own reduced count, in order", async () => {
-    lean.reducer = { kind: "visionzip", dominant: 54, contextual: 10 };
     const other = testPicture(200, 300, 1);
     const second = new RawImage(new Uint8ClampedArray(other.data), other.width, other.height, 3);
-    const inputs = await wrapped.processor._call([image, second], "USER: <image>\n<image>\nCompare them. ASSISTANT:");
+    const inputs = await lean.withReducer({ kind: "visionzip", dominant: 54, contextual: 10 }, () => wrapped.processor._call([image, second], "USER: <image>\n<image>\nCompare them. ASSISTANT:"));
     expect(imageTokens(inputs)).toBe(128);
-    const out = await wrapped.model.generate({ ...inputs, max_new_tokens: 3, do_sample: false });
+    const out = await lean.withReducer("visionzip:54+10", () => wrapped.model.generate({ ...inputs, max_new_tokens: 3, do_sample: false }));
     expect(newTokens(out, (inputs.input_ids as any).dims[1])).toHaveLength(3);
     expect(lean.lastImages).toHaveLength(2);
   });
 
   it("rejects a budget larger than the image with a typed error", async () => {
-    lean.reducer = { kind: "visionzip", dominant: 300, contextual: 10 };
-    const err = await caught(wrapped.processor._call(image, PROMPT));
+    const err = await lean.withReducer({ kind: "visionzip", dominant: 300, contextual: 10 }, () => caught(wrapped.processor._call(image, PROMPT)));
     expect(err).toBeInstanceOf(LeanVisionError);
     expect(err.message).toMatch(/dominant/);
-    lean.reducer = "none";
   });
 
   it("rejects bad options with typed errors", async () => {
@@ -189,7 +181,7 @@ describe("withLeanVision", () => {
       expect(err, JSON.stringify(options.reducer ?? options.modelPath)).toBeInstanceOf(LeanVisionError);
       expect(err.code).toBe(code);
     }
-    expect(() => (lean.reducer = "visionzip:dominant=many")).toThrow(LeanVisionError);
+    expect((await caught(lean.withReducer("visionzip:dominant=many", async () => 0))).code).toBe("INVALID_SPEC");
   });
 
   it("rejects a text whose <image> count does not match the images", async () => {
@@ -213,6 +205,20 @@ describe("withLeanVision", () => {
     expect(imageTokens(await other.processor._call(image, PROMPT))).toBe(64); // still hooked for `pooled`
     await pooled.dispose();
     expect(imageTokens(await other.processor._call(image, PROMPT))).toBe(256);
+  });
+
+  it("two chats over one wrapper with different reducers each get their own, even when their turns overlap", async () => {
+    const { TransformersVisionChat } = await import("../src/index.js");
+    const zip = new TransformersVisionChat({ lean, reducer: "visionzip:54+10" });
+    const pool = new TransformersVisionChat({ lean, reducer: "pool:2" });
+    await Promise.all([
+      zip.prompt("one", { images: [picture], maxTokens: 2 }),
+      pool.prompt("two", { images: [picture], maxTokens: 2 }),
+      zip.prompt("three", { images: [picture], maxTokens: 2, reducer: "regionpack:4" })
+    ]);
+    expect(zip.turns.map((t) => [t.reducer, t.visualTokens])).toEqual([["visionzip:54+10", 64], ["regionpack:4", 16]]);
+    expect(pool.turns.map((t) => [t.reducer, t.visualTokens])).toEqual([["pool:2", 64]]);
+    expect(lean.reducer).toEqual({ kind: "none" }); // the wrapper's own default is untouched
   });
 
   it("splits an encoder whose weights are in external data (.onnx_data), which stock transformers.js also loads", async () => {

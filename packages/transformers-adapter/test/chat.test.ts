@@ -41,7 +41,7 @@ describe("TransformersVisionChat", () => {
     expect(t1.evaluatedTokens).toBe(afterTurn1.length - 6); // the whole prompt, 64 image tokens included
     expect(afterTurn1.filter((t) => t === 32000n)).toHaveLength(64);
     expect(t1.images).toHaveLength(1);
-    expect(t1.images[0]).toMatchObject({ width: 320, height: 240, grid: { rows: 16, cols: 16 }, clsIndex: 0 });
+    expect(t1.images[0]).toMatchObject({ width: 320, height: 240, tiles: [{ grid: { rows: 16, cols: 16 }, clsIndex: 0 }] });
     expect(t1.images[0].provenance).toHaveLength(64);
     expect(t1.encodeMs).toBeGreaterThan(0);
     expect(t1.prefillMs).toBeGreaterThan(0);
@@ -105,14 +105,9 @@ describe("TransformersVisionChat", () => {
     }
 
     // A budget larger than the image's 256 patches.
-    lean.reducer = { kind: "visionzip", dominant: 300, contextual: 10 };
-    try {
-      const err = await caught(() => chat.prompt("?", { images: [png] }));
-      expect(err).toBeInstanceOf(LeanVisionError);
-      expect(snapshot(chat)).toEqual(before);
-    } finally {
-      lean.reducer = { kind: "visionzip", dominant: 54, contextual: 10 };
-    }
+    const err = await caught(() => chat.prompt("?", { images: [png], reducer: { kind: "visionzip", dominant: 300, contextual: 10 } }));
+    expect(err).toBeInstanceOf(LeanVisionError);
+    expect(snapshot(chat)).toEqual(before);
 
     // The conversation goes on, from the same cache, after all of that.
     await chat.prompt("Still there?", { maxTokens: 3 });
@@ -133,7 +128,7 @@ describe("TransformersVisionChat", () => {
 
   it("a disposed chat, or a chat over a disposed model, throws DISPOSED", async () => {
     const chat = new TransformersVisionChat({ lean });
-    chat.dispose();
+    await chat.dispose();
     expect((await caught(() => chat.prompt("hi"))).code).toBe("DISPOSED");
 
     const other = await loadTiny();

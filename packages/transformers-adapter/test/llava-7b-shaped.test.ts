@@ -26,11 +26,10 @@ describe.runIf(process.env.LEANVISION_SLOW_TESTS === "1")("llava-1.5-7b-shaped",
       expect(lean.split.found.attentionLayers).toBe(23);
       const none = await run();
       expect(none).toEqual(stock);
-      lean.reducer = { kind: "visionzip", dominant: 54, contextual: 10 };
-      const zipped = await run();
+      const zipped = await lean.withReducer({ kind: "visionzip", dominant: 54, contextual: 10 }, run);
       expect(zipped.length).toBe(stock.length - 576 + 64);
       expect(zipped.tokens).toHaveLength(6);
-      expect(lean.lastImages[0].features.grid).toEqual({ rows: 24, cols: 24 });
+      expect(lean.lastImages[0].features.tiles[0].grid).toEqual({ rows: 24, cols: 24 });
     } finally {
       await lean.dispose();
     }

@@ -1,0 +1,93 @@
+// The runtime contract (core's VisionRuntime) over transformers.js: one loaded LLaVA model, wrapped
+// once; every chat brings its own reducer. The examples and benchmarks use only this interface.
+import { countReduced, formatReducerSpec, LeanVisionError, toReducerSpec, type EncodedImage, type ImageInput, type ReducerInput, type VisionChatOptions, type VisionRuntime } from "@leanvision/core";
+import { TransformersVisionChat } from "./chat.js";
+import { loadImage } from "./image.js";
+import { withLeanVision, type LeanVisionLlava } from "./lean.js";
+
+export interface OpenTransformersRuntimeOptions {
+  /** A local model folder in the transformers.js layout (config.json, onnx/…). */
+  modelPath: string;
+  /** transformers.js dtype of the model's ONNX files (default fp32). */
+  dtype?: string;
+  /** Where the split vision encoder is cached (default $LEANVISION_CACHE_DIR or ~/.cache/leanvision). */
+  cacheDir?: string;
+}
+
+export interface TransformersVisionRuntime extends VisionRuntime {
+  readonly lean: LeanVisionLlava;
+  createChat(options?: VisionChatOptions): Promise<TransformersVisionChat>;
+}
+
+/** Loads a local transformers.js LLaVA folder, wraps it with LeanVision and returns the runtime contract over it. */
+export async function openVisionRuntime(options: OpenTransformersRuntimeOptions): Promise<TransformersVisionRuntime> {
+  const { modelPath, dtype = "fp32", cacheDir } = options ?? ({} as OpenTransformersRuntimeOptions);
+  if (typeof modelPath !== "string" || !modelPath) {
+    throw new LeanVisionError("INVALID_INPUT", "openVisionRuntime({ modelPath }): pass a local model folder in the transformers.js layout");
+  }
+  const { env, AutoProcessor, LlavaForConditionalGeneration } = await import("@huggingface/transformers");
+  env.allowRemoteModels = false; // only local folders; nothing is fetched from a hub
+  const model = await LlavaForConditionalGeneration.from_pretrained(modelPath, { local_files_only: true, dtype: dtype as never });
+  const processor = await AutoProcessor.from_pretrained(modelPath, { local_files_only: true });
+  const lean = await withLeanVision({ model, processor, modelPath, cacheDir });
+  const chats = new Set<TransformersVisionChat>();
+  const tokenizer = lean.processor.tokenizer;
+
+  /** One image through the processor and the wrapper (no language model). */
+  async function encode(image: ImageInput, reducer: ReducerInput = "none"): Promise<EncodedImage> {
+    const spec = toReducerSpec(reducer);
+    const t0 = performance.now();
+    const raw = await loadImage(image);
+    const { pixel_values } = await lean.processor.image_processor(raw);
+    const { result: projected, record } = await lean.recorded(spec, () => lean.encodeImage(pixel_values));
+    const { reduceMs, projectMs } = record.timings;
+    const { features, reduced } = record.images[0];
+    const nEmbd = projected.dims.at(-1)!;
+    return {
+      width: raw.width,
+      height: raw.height,
+      features,
+      reduced,
+      embeddings: projected.data as Float32Array,
+      numTokens: reduced.numTokens,
+      nEmbd,
+      reducer: formatReducerSpec(spec),
+      // Decode and preprocessing count as encode time, as image decode does in the llama runtime.
+      timings: { encodeMs: performance.now() - t0 - reduceMs - projectMs, reduceMs, projectMs }
+    };
+  }
+
+  return {
+    runtime: "transformers",
+    lean,
+    description: { modelPath, dtype },
+    countTextTokens: (text: string) => tokenizer.encode(text, { add_special_tokens: false }).length,
+    async countTokens(image: ImageInput, reducer?: ReducerInput) {
+      const spec = toReducerSpec(reducer ?? "none");
+      const raw = await loadImage(image);
+      const { pixel_values } = await lean.processor.image_processor(raw);
+      const [, , height, width] = pixel_values.dims;
+      const patch = lean.model.config.vision_config?.patch_size ?? 14;
+      const rows = Math.floor(height / patch), cols = Math.floor(width / patch);
+      const cls = lean.split.found.clsSlice ? 0 : null;
+      const counted = countReduced([{ numTokens: rows * cols + (cls === null ? 0 : 1), grid: { rows, cols }, clsIndex: cls }], spec);
+      return counted ?? (await lean.withReducer(spec, () => lean.prepareImages(pixel_values))).images[0].reduced.numTokens;
+    },
+    encodeImage: encode,
+    async createChat({ reducer, systemPrompt }: VisionChatOptions = {}) {
+      const chat = new TransformersVisionChat({ lean, reducer: reducer ?? "none", systemPrompt });
+      chats.add(chat);
+      const dispose = chat.dispose.bind(chat);
+      chat.dispose = async () => {
+        chats.delete(chat);
+        await dispose();
+      };
+      return chat;
+    },
+    async dispose() {
+      for (const chat of [...chats]) await chat.dispose();
+      await lean.dispose();
+      await (model as { dispose?: () => Promise<unknown> }).dispose?.();
+    }
+  };
+}
