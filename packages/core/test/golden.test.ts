@@ -33,7 +33,7 @@ describe.each([
   beforeAll(() => setSimdEnabled(useSimd));
   afterAll(() => setSimdEnabled(true));
 
-  it.each(golden.visionzip.map((c: any, i: number) => [i, c]))("visionZip case %i", (_, c: any) => {
+  it.each([...golden.visionzip, ...golden.visionzipEdge].map((c: any, i: number) => [i, c]))("visionZip case %i", (_, c: any) => {
     const out = visionZip(toFeatures(c.features), { dominant: c.dominant, contextual: c.contextual });
     expect(out.numTokens).toBe(c.expected.numTokens);
     expectClose(out.hidden, c.expected.hidden);
