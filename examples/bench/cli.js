@@ -18,7 +18,7 @@ async function main(argv) {
   const { sampleImagePath } = await import("@leanvision/testkit");
   const image = resolve(options.image ?? sampleImagePath());
 
-  const rt = await openRuntime({ ...options, onProgress: progressBar(`writing the ${options.profile} model`) });
+  const rt = await openRuntime({ ...options, imageCacheBytes: 0, onProgress: progressBar(`writing the ${options.profile} model`) });
   let bench;
   try {
     bench = await runBenchmark(rt, {

@@ -88,6 +88,7 @@ export async function runDemo(argv, io) {
 
   const rt = await openRuntime({
     ...options,
+    imageCacheBytes: 0, // every turn-1 encode is measured, not served from the warm-up's cache
     onProgress: progressBar(`writing the "${options.profile}" model (first run only)`, errorOutput)
   });
   await warmUp(rt, image, [{ kind: "none" }, options.reducer]);

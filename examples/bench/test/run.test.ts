@@ -7,7 +7,7 @@ import { runBenchmark } from "../run.js";
 let rt: Awaited<ReturnType<typeof openRuntime>>;
 
 beforeAll(async () => {
-  rt = await openRuntime({ runtime: "llama", profile: "tiny", threads: 1 });
+  rt = await openRuntime({ runtime: "llama", profile: "tiny", threads: 1, imageCacheBytes: 0 });
 });
 
 afterAll(async () => {

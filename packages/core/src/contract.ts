@@ -37,6 +37,8 @@ export interface EncodedImage {
   /** The reducer's text form. */
   reducer: string;
   timings: ImageTimings;
+  /** True when the runtime's image cache served it (same pixels, same model, same reducer): nothing was encoded. */
+  fromCache: boolean;
 }
 
 /** What a turn reports about each image it encoded (overlays draw provenance over each tile's patch grid). */
@@ -65,6 +67,8 @@ export interface VisionTurn extends TurnTimings {
   /** The reducer this turn's images went through (text form). */
   reducer: string;
   images: TurnImage[];
+  /** This turn's images served by the runtime's image cache (not encoded again) and encoded. */
+  imageCache: { hits: number; misses: number };
 }
 
 /** Default `maxTokens` of a turn, in every runtime. */

@@ -153,12 +153,14 @@ export class VisionChatSession implements VisionChat {
     // Everything that can fail on bad input happens before anything is written to the chat or the KV cache.
     const spec = options.reducer === undefined ? this.reducer : toReducerSpec(options.reducer);
     const reducer = formatReducerSpec(spec);
+    let cacheHits = 0;
     const timings = { encodeMs: 0, reduceMs: 0, projectMs: 0 };
     const turnImages: TurnImage[] = [];
     const injected: InjectedImage[] = [];
     const expectedEmbd = this.sequence.model.embeddingVectorSize;
     for (const input of imageInputs) {
-      const encoded = await this.vision.encodeImage(input, spec);
+      const encoded = await this.vision.encodeImage(input, spec, { cache: true });
+      if (encoded.fromCache) cacheHits++;
       this.ensureNotDisposed();
       if (encoded.nEmbd !== expectedEmbd) {
         throw new LeanVisionError(
@@ -202,6 +204,7 @@ export class VisionChatSession implements VisionChat {
       turn: this.history.length + 1,
       reducer,
       images: turnImages,
+      imageCache: { hits: cacheHits, misses: turnImages.length - cacheHits },
       ...timings,
       prefillMs: recorder.prefillStart == null ? 0 : prefillEnd - recorder.prefillStart,
       ttftMs: prefillEnd - startedAt,

@@ -6,7 +6,8 @@ export type { OpenLlamaRuntimeOptions, LlamaVisionRuntime } from "./runtime.js";
 
 // The vision stage: loading an mmproj and encoding images into reduced embeddings.
 export { loadVisionModel, LlamaVisionModel, decodeImage } from "./vision-model.js";
-export type { EncodedImage, ImageInput, LoadVisionModelOptions, RawRgbImage } from "./vision-model.js";
+export type { EncodedImage, EncodeOptions, ImageInput, LoadVisionModelOptions, RawRgbImage } from "./vision-model.js";
+export { ImageCache, DEFAULT_IMAGE_CACHE_BYTES } from "./image-cache.js";
 export { loadNativeBinding } from "./native-binding.js";
 export type { DecodeEmbeddings, NativeBinding, NativeVisionFeatures, VisionContextHandle, VisionContextInfo } from "./native-binding.js";
 

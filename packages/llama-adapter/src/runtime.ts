@@ -19,6 +19,8 @@ export interface OpenLlamaRuntimeOptions {
   threads?: number;
   /** Largest context per chat (default 4096; smaller if the model was trained with less). */
   contextSize?: number;
+  /** Bound of the image cache chats share (default 256 MiB); 0 turns it off (benchmarks). */
+  imageCacheBytes?: number;
   /** An already loaded `await getLlama(...)`; default: node-llama-cpp's prebuilt binaries, no source build. */
   llama?: Llama;
 }
@@ -37,7 +39,7 @@ export interface LlamaVisionRuntime extends VisionRuntime {
 
 /** Loads a LLaVA GGUF pair into node-llama-cpp and returns the runtime contract over it. */
 export async function openVisionRuntime(options: OpenLlamaRuntimeOptions): Promise<LlamaVisionRuntime> {
-  const { modelPath, mmprojPath, threads = defaultThreads(), contextSize = 4096 } = options ?? ({} as OpenLlamaRuntimeOptions);
+  const { modelPath, mmprojPath, threads = defaultThreads(), contextSize = 4096, imageCacheBytes } = options ?? ({} as OpenLlamaRuntimeOptions);
   if (typeof modelPath !== "string" || typeof mmprojPath !== "string") {
     throw new LeanVisionError("INVALID_INPUT", "openVisionRuntime({ modelPath, mmprojPath }): pass the language model GGUF and its mmproj GGUF");
   }
@@ -47,7 +49,7 @@ export async function openVisionRuntime(options: OpenLlamaRuntimeOptions): Promi
   const model = await llama.loadModel({ modelPath });
   let vision: LlamaVisionModel;
   try {
-    vision = await loadVisionModel({ llama, model, mmprojPath, threads });
+    vision = await loadVisionModel({ llama, model, mmprojPath, threads, imageCacheBytes });
   } catch (error) {
     await model.dispose();
     if (ownsLlama) await llama.dispose();
@@ -64,6 +66,7 @@ export async function openVisionRuntime(options: OpenLlamaRuntimeOptions): Promi
       modelPath,
       mmprojPath,
       threads,
+      imageCacheBytes: vision.imageCache.maxBytes,
       parameters: Number((model.fileInsights as { totalElements?: number }).totalElements ?? 0) || undefined,
       trainContextSize: model.trainContextSize
     },

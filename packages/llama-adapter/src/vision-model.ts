@@ -16,6 +16,7 @@ import type {
   VisionFeatures
 } from "@leanvision/core";
 import type { Llama, LlamaModel } from "node-llama-cpp";
+import { DEFAULT_IMAGE_CACHE_BYTES, ImageCache } from "./image-cache.js";
 import { loadNativeBinding, toLeanVisionError } from "./native-binding.js";
 import type { NativeBinding, NativeVisionFeatures, VisionContextHandle, VisionContextInfo } from "./native-binding.js";
 
@@ -30,6 +31,16 @@ export interface LoadVisionModelOptions {
   mmprojPath: string;
   /** CPU threads for the vision encoder; default: node-llama-cpp's math cores. */
   threads?: number;
+  /**
+   * Bound in bytes of the cache of encoded images chats share (same pixels + same reducer are encoded
+   * once); default DEFAULT_IMAGE_CACHE_BYTES (256 MiB), 0 turns it off.
+   */
+  imageCacheBytes?: number;
+}
+
+export interface EncodeOptions {
+  /** Serve a repeat of an image from the vision model's image cache, and cache this one (default false; chats pass true). */
+  cache?: boolean;
 }
 
 /** Loads an mmproj for `model`. Call after `await getLlama()`. */
@@ -45,6 +56,8 @@ export async function loadVisionModel(options: LoadVisionModelOptions): Promise<
   const threads = options.threads ?? Math.max(1, llama.cpuMathCores);
   if (!Number.isInteger(threads) || threads < 1) throw new LeanVisionError("INVALID_INPUT", `threads must be a positive integer (got ${threads})`);
 
+  const cacheBytes = options.imageCacheBytes ?? DEFAULT_IMAGE_CACHE_BYTES;
+  if (!Number.isInteger(cacheBytes) || cacheBytes < 0) throw new LeanVisionError("INVALID_INPUT", `imageCacheBytes must be a non-negative integer (got ${cacheBytes})`);
   const binding = loadNativeBinding();
   let handle: VisionContextHandle;
   try {
@@ -61,7 +74,7 @@ export async function loadVisionModel(options: LoadVisionModelOptions): Promise<
         `use the mmproj made for this model`
     );
   }
-  return new LlamaVisionModel(binding, handle, llama, model, mmprojPath);
+  return new LlamaVisionModel(binding, handle, llama, model, mmprojPath, new ImageCache(cacheBytes));
 }
 
 /**
@@ -77,8 +90,12 @@ export class LlamaVisionModel {
   private readonly handle: VisionContextHandle;
   private isDisposed = false;
 
+  /** Encoded images, shared by every session of this vision model. */
+  readonly imageCache: ImageCache;
+
   /** @internal use loadVisionModel() */
-  constructor(binding: NativeBinding, handle: VisionContextHandle, llama: Llama, model: LlamaModel, mmprojPath: string) {
+  constructor(binding: NativeBinding, handle: VisionContextHandle, llama: Llama, model: LlamaModel, mmprojPath: string, imageCache: ImageCache) {
+    this.imageCache = imageCache;
     this.binding = binding;
     this.handle = handle;
     this.llama = llama;
@@ -125,12 +142,15 @@ export class LlamaVisionModel {
   }
 
   /** Encodes an image, reduces it with `reducer` (default none) and projects the kept tokens. */
-  async encodeImage(image: ImageInput, reducer: ReducerInput = "none"): Promise<EncodedImage> {
+  async encodeImage(image: ImageInput, reducer: ReducerInput = "none", { cache = false }: EncodeOptions = {}): Promise<EncodedImage> {
     this.assertUsable();
     const spec = toReducerSpec(reducer);
     const needs = reducerNeeds(spec);
     const t0 = performance.now();
     const rgb = await decodeImage(image);
+    const key = cache && this.imageCache.maxBytes > 0 ? ImageCache.key(rgb, formatReducerSpec(spec)) : undefined;
+    const hit = key === undefined ? undefined : this.imageCache.get(key);
+    if (hit) return { ...hit, fromCache: true, timings: { encodeMs: performance.now() - t0, reduceMs: 0, projectMs: 0 } };
     const capture = needs.attention || needs.keys;
     const native = await this.call(() => this.binding.encode(this.handle, rgb.data, rgb.width, rgb.height, { capture }));
     const tile = toVisionFeatures(native);
@@ -140,7 +160,7 @@ export class LlamaVisionModel {
     const t2 = performance.now();
     const embeddings = await this.call(() => this.binding.project(this.handle, reduced.hidden, reduced.numTokens));
     const t3 = performance.now();
-    return {
+    const encoded: EncodedImage = {
       width: rgb.width,
       height: rgb.height,
       features,
@@ -149,8 +169,11 @@ export class LlamaVisionModel {
       numTokens: reduced.numTokens,
       nEmbd: this.nEmbd,
       reducer: formatReducerSpec(spec),
-      timings: { encodeMs: t1 - t0, reduceMs: t2 - t1, projectMs: t3 - t2 }
+      timings: { encodeMs: t1 - t0, reduceMs: t2 - t1, projectMs: t3 - t2 },
+      fromCache: false
     };
+    if (key !== undefined) this.imageCache.set(key, encoded);
+    return encoded;
   }
 
   /**
@@ -169,6 +192,7 @@ export class LlamaVisionModel {
   dispose(): void {
     if (this.isDisposed) return;
     this.isDisposed = true;
+    this.imageCache.clear();
     this.binding.freeVisionContext(this.handle);
   }
 

@@ -113,7 +113,8 @@ export class TransformersVisionChat implements VisionChat {
       evaluatedTokens: prefill?.tokens ?? 0,
       reusedTokens: prefill?.past ?? 0,
       // The original image sizes (the records hold the processor's resized ones).
-      images: record.images.map((im, i) => turnImage({ ...im, ...sizes[i] }))
+      images: record.images.map((im, i) => turnImage({ ...im, ...sizes[i] })),
+      imageCache: { hits: 0, misses: imageCount }
     });
     return reply;
   }

@@ -53,7 +53,8 @@ export async function openVisionRuntime(options: OpenTransformersRuntimeOptions)
       nEmbd,
       reducer: formatReducerSpec(spec),
       // Decode and preprocessing count as encode time, as image decode does in the llama runtime.
-      timings: { encodeMs: performance.now() - t0 - reduceMs - projectMs, reduceMs, projectMs }
+      timings: { encodeMs: performance.now() - t0 - reduceMs - projectMs, reduceMs, projectMs },
+      fromCache: false
     };
   }
 
