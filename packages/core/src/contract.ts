@@ -69,6 +69,11 @@ export interface VisionTurn extends TurnTimings {
   images: TurnImage[];
   /** This turn's images served by the runtime's image cache (not encoded again) and encoded. */
   imageCache: { hits: number; misses: number };
+  /**
+   * Why the answer ended: the model's end token, `maxTokens`, or `contextFull` (the answer took the
+   * room this turn had left in the context: the turn, image included, is kept whole instead).
+   */
+  stopReason: "endOfTurn" | "maxTokens" | "contextFull";
 }
 
 /** Default `maxTokens` of a turn, in every runtime. */

@@ -50,6 +50,14 @@ const dropOldestTurns: ContextShiftStrategy = ({ chatHistory, maxTokensCount, to
   return { chatHistory: history, metadata: null };
 };
 
+/** ABORTED once the prompt's signal fired, before anything is written. */
+function throwIfAborted(signal: AbortSignal | undefined): void {
+  if (signal?.aborted) throw new LeanVisionError("ABORTED", "the prompt was aborted by its signal; the chat is as it was before it", { cause: signal.reason });
+}
+
+/** Tokens kept free after the answer's room, for the chat template's end-of-turn tokens. */
+const ANSWER_MARGIN = 8;
+
 /** Collects the decode events of one prompt until its first token is sampled. */
 class TurnRecorder {
   prefillStart: number | undefined;
@@ -159,6 +167,7 @@ export class VisionChatSession implements VisionChat {
     const injected: InjectedImage[] = [];
     const expectedEmbd = this.sequence.model.embeddingVectorSize;
     for (const input of imageInputs) {
+      throwIfAborted(options.signal); // between images: an encode itself runs to its end
       const encoded = await this.vision.encodeImage(input, spec, { cache: true });
       if (encoded.fromCache) cacheHits++;
       this.ensureNotDisposed();
@@ -176,25 +185,33 @@ export class VisionChatSession implements VisionChat {
     }
     const visualTokens = injected.reduce((sum, image) => sum + image.tokenCount, 0);
     const userText = injected.length > 0 ? `${injected.map((image) => image.marker).join("")}\n${text}` : text;
-    this.ensureFits(userText, visualTokens);
+    // The answer may use the room the system prompt and this message leave: older turns can be
+    // shifted out to make it, this turn (its images) never is.
+    const requested = options.maxTokens ?? DEFAULT_MAX_TOKENS;
+    if (!Number.isInteger(requested) || requested < 1) throw new LeanVisionError("INVALID_INPUT", `maxTokens must be a positive integer, got ${requested}`);
+    const room = this.sequence.contextSize - this.ensureFits(userText, visualTokens) - ANSWER_MARGIN;
+    const maxTokens = Math.min(requested, room);
+    throwIfAborted(options.signal);
 
     this.pruneImages();
     for (const image of injected) this.injector.register(image);
     const recorder = new TurnRecorder();
     this.recorder = recorder;
     let answer: string;
+    let stopReason: LlamaVisionTurn["stopReason"];
     try {
-      answer = await this.chat.prompt(userText, {
-        maxTokens: options.maxTokens ?? DEFAULT_MAX_TOKENS,
+      const result = await this.chat.promptWithMeta(userText, {
+        maxTokens,
         temperature: options.temperature,
         seed: options.seed,
         signal: options.signal,
         onTextChunk: options.onTextChunk
       });
+      answer = result.responseText;
+      stopReason = result.stopReason !== "maxTokens" ? "endOfTurn" : maxTokens < requested ? "contextFull" : "maxTokens";
     } catch (error) {
       this.pruneImages(); // the failed turn is not in the history; drop its embeddings unless the KV cache holds them
-      if (this.isDisposed) throw new LeanVisionError("DISPOSED", "the session was disposed during the prompt", { cause: error });
-      throw error;
+      throw this.typedFailure(error, options.signal);
     } finally {
       this.recorder = undefined;
     }
@@ -211,7 +228,8 @@ export class VisionChatSession implements VisionChat {
       visualTokens,
       evaluatedTokens: recorder.evaluatedTokens,
       reusedTokens: recorder.reusedTokens ?? this.sequence.nextTokenIndex,
-      injectedTokens: recorder.injectedTokens
+      injectedTokens: recorder.injectedTokens,
+      stopReason
     });
     return answer;
   }
@@ -220,7 +238,7 @@ export class VisionChatSession implements VisionChat {
    * The system prompt plus the new message must fit in the context: older turns can be shifted out,
    * an image cannot be split. Checked with the real chat template before anything is evaluated.
    */
-  private ensureFits(userText: string, visualTokens: number): void {
+  private ensureFits(userText: string, visualTokens: number): number {
     const model = this.sequence.model;
     const systemItems = this.chat.getChatHistory().filter((item) => item.type === "system");
     const { contextText } = this.chat.chatWrapper.generateContextState({
@@ -235,6 +253,14 @@ export class VisionChatSession implements VisionChat {
           "use a larger contextSize, fewer images, or a reducer with a smaller budget (e.g. visionzip 54+10)"
       );
     }
+    if (contextSize - needed - ANSWER_MARGIN < 1) {
+      throw new LeanVisionError(
+        "CONTEXT_OVERFLOW",
+        `this message needs ${needed} tokens (${visualTokens} of them visual), which leaves no room for an answer in the ${contextSize}-token context; ` +
+          "use a larger contextSize or a reducer with a smaller budget"
+      );
+    }
+    return needed;
   }
 
   /** Frees the embeddings of images neither the chat history nor the KV cache refers to any more. */
@@ -242,6 +268,20 @@ export class VisionChatSession implements VisionChat {
     const historyText = JSON.stringify(this.chat.getChatHistory());
     const contextTokens = new Set<Token>(this.sequence.contextTokens);
     this.injector.prune((image) => historyText.includes(image.marker) || contextTokens.has(image.firstToken as Token));
+  }
+
+  /**
+   * A failed prompt's error, typed: an abort is ABORTED, a session, context or model disposed during
+   * the prompt is DISPOSED (node-llama-cpp throws a plain "Object is disposed" there).
+   */
+  private typedFailure(error: unknown, signal: AbortSignal | undefined): unknown {
+    if (error instanceof LeanVisionError) return error;
+    if (signal?.aborted) return new LeanVisionError("ABORTED", "the prompt was aborted by its signal; the chat is as it was before it", { cause: error });
+    const sequence = this.injector.sequence;
+    if (this.isDisposed || this.chat.disposed || sequence.disposed || sequence.context.disposed || sequence.model.disposed || /disposed/i.test(String((error as Error)?.message))) {
+      return new LeanVisionError("DISPOSED", "the session, its context or its model was disposed during the prompt; create a new session", { cause: error });
+    }
+    return error;
   }
 
   private ensureNotDisposed(): void {

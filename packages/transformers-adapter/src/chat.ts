@@ -36,6 +36,11 @@ export interface TransformersVisionChatOptions {
   systemPrompt?: string;
 }
 
+/** ABORTED once the prompt's signal fired (the same error as the llama runtime's). */
+function throwIfAborted(signal: AbortSignal | undefined): void {
+  if (signal?.aborted) throw new LeanVisionError("ABORTED", "the prompt was aborted by its signal; the chat is as it was before it", { cause: signal.reason });
+}
+
 export class TransformersVisionChat implements VisionChat {
   readonly lean: LeanVisionLlava;
   readonly reducer: ReducerSpec;
@@ -92,9 +97,9 @@ export class TransformersVisionChat implements VisionChat {
     if (!Array.isArray(images)) throw new LeanVisionError("INVALID_INPUT", "options.images must be an array of images");
     if (!Number.isInteger(maxTokens) || maxTokens < 1) throw new LeanVisionError("INVALID_INPUT", `maxTokens must be a positive integer, got ${maxTokens}`);
     const spec = options.reducer === undefined ? this.reducer : toReducerSpec(options.reducer);
-    signal?.throwIfAborted();
+    throwIfAborted(signal);
     const { result, record } = await this.lean.recorded(spec, () => this.runTurn(text, images, { maxTokens, temperature, seed, onTextChunk, signal }));
-    const { reply, sequence, past, started, firstTokenAt, imageCount, sizes } = result;
+    const { reply, sequence, past, started, firstTokenAt, stopReason, imageCount, sizes } = result;
     if (record.images.length !== imageCount) {
       throw new LeanVisionError("UNSUPPORTED_MODEL", `${imageCount} image(s) sent but the model encoded ${record.images.length}; it did not call encode_image`);
     }
@@ -114,7 +119,8 @@ export class TransformersVisionChat implements VisionChat {
       reusedTokens: prefill?.past ?? 0,
       // The original image sizes (the records hold the processor's resized ones).
       images: record.images.map((im, i) => turnImage({ ...im, ...sizes[i] })),
-      imageCache: { hits: 0, misses: imageCount }
+      imageCache: { hits: 0, misses: imageCount },
+      stopReason
     });
     return reply;
   }
@@ -152,7 +158,11 @@ export class TransformersVisionChat implements VisionChat {
     const started = performance.now();
     const { processor, model } = this.lean;
     const tokenizer = processor.tokenizer;
-    const images: RawImage[] = await Promise.all(imageInputs.map((input) => loadImage(input as never)));
+    const images: RawImage[] = [];
+    for (const input of imageInputs) {
+      throwIfAborted(o.signal);
+      images.push(await loadImage(input as never));
+    }
     const first = this.ids.length === 0;
 
     // This turn's text: what the template adds for the new user message (and the generation
@@ -227,11 +237,13 @@ export class TransformersVisionChat implements VisionChat {
     } finally {
       o.signal?.removeEventListener("abort", onAbort);
     }
-    o.signal?.throwIfAborted();
+    throwIfAborted(o.signal);
 
     const sequence = result.sequences.tolist()[0] as bigint[];
     const reply = tokenizer.decode(sequence.slice(ids.length), { skip_special_tokens: true }).trim();
-    return { reply, sequence, past: result.past_key_values, ids, started, firstTokenAt, imageCount: images.length, sizes: images.map(({ width, height }) => ({ width, height })) };
+    const newTokens = sequence.length - ids.length;
+    const stopReason: VisionTurn["stopReason"] = sequence[sequence.length - 1] === eos || newTokens < o.maxTokens ? "endOfTurn" : "maxTokens";
+    return { reply, sequence, past: result.past_key_values, ids, started, firstTokenAt, stopReason, imageCount: images.length, sizes: images.map(({ width, height }) => ({ width, height })) };
   }
 
   /** Drops the cache and history. Later prompts throw DISPOSED. The wrapped model stays usable. */

@@ -143,7 +143,7 @@ describe("TransformersVisionChat", () => {
     const controller = new AbortController();
     controller.abort();
     const err = await caught(() => chat.prompt("hi", { signal: controller.signal }));
-    expect(err.name).toBe("AbortError");
+    expect(err.code).toBe("ABORTED");
     expect(chat.turns).toHaveLength(0);
   });
 });
