@@ -1,20 +1,13 @@
 import type { ReducerDefinition } from "../registry.js";
 import { poolTokens } from "../pool.js";
 import type { PoolSpec } from "../types.js";
-import { matchShort, NUM } from "./text.js";
+import { oneNumberShort } from "./text.js";
 
 /** Average pooling of S x S windows: `pool:S`. */
 export const pool: ReducerDefinition<PoolSpec> = {
   kind: "pool",
   params: ["stride"],
-  short: {
-    head: "pool",
-    syntax: "pool:S",
-    parse(body) {
-      const m = matchShort(`(${NUM})`, body);
-      return m && { kind: "pool", stride: +m[1] };
-    }
-  },
+  short: oneNumberShort("pool", "pool:S", (stride) => ({ kind: "pool", stride })),
   help: "pool:S (average S x S windows, e.g. pool:2)",
   format: (s) => `pool:${s.stride}`,
   needs: () => ({ attention: false, keys: false }),

@@ -1,20 +1,13 @@
 import type { ReducerDefinition } from "../registry.js";
 import { regionPack as run } from "../regionpack.js";
 import type { RegionPackSpec } from "../types.js";
-import { matchShort, NUM } from "./text.js";
+import { oneNumberShort } from "./text.js";
 
 /** Training-free region-to-point packing of S x S regions: `regionpack:S`. */
 export const regionPack: ReducerDefinition<RegionPackSpec> = {
   kind: "regionpack",
   params: ["scale"],
-  short: {
-    head: "regionpack",
-    syntax: "regionpack:S",
-    parse(body) {
-      const m = matchShort(`(${NUM})`, body);
-      return m && { kind: "regionpack", scale: +m[1] };
-    }
-  },
+  short: oneNumberShort("regionpack", "regionpack:S", (scale) => ({ kind: "regionpack", scale })),
   help: "regionpack:S (each S x S region packed into one point token, e.g. regionpack:2)",
   format: (s) => `regionpack:${s.scale}`,
   needs: () => ({ attention: false, keys: false }),

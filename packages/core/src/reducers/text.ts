@@ -7,3 +7,15 @@ export const NUM = String.raw`[+-]?(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?`;
 export function matchShort(pattern: string, body: string): string[] | undefined {
   return new RegExp(`^${pattern}$`, "i").exec(body.replace(/\s+/g, "")) ?? undefined;
 }
+
+/** The short form `head:N` of a reducer with one numeric parameter. */
+export function oneNumberShort<Spec>(head: string, syntax: string, build: (n: number) => Spec) {
+  return {
+    head,
+    syntax,
+    parse(body: string): Spec | undefined {
+      const m = matchShort(`(${NUM})`, body);
+      return m && build(+m[1]);
+    }
+  };
+}
