@@ -183,3 +183,12 @@ function throwIfHiddenNonFinite(f: VisionFeatures, t: number, reducer: string): 
     if (!Number.isFinite(v)) throw nonFiniteError(reducer, "hidden", v, `token ${t}, dim ${d}`);
   }
 }
+
+/** NON_FINITE naming the first bad value of token t's key (or its overflowing squared length). */
+export function keyNonFiniteError(f: VisionFeatures & { keys: Float32Array; keyDim: number }, t: number, reducer: string): LeanVisionError {
+  for (let d = 0; d < f.keyDim; d++) {
+    const v = f.keys[t * f.keyDim + d];
+    if (!Number.isFinite(v)) return nonFiniteError(reducer, "keys", v, `token ${t}, dim ${d}`);
+  }
+  return nonFiniteError(reducer, "keys", Infinity, `token ${t} (its squared length overflows)`);
+}

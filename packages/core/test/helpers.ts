@@ -14,17 +14,7 @@ export function expectClose(actual: ArrayLike<number>, expected: ArrayLike<numbe
   expect(worst, `worst error at index ${at}: ${actual[at]} vs ${expected[at]}`).toBeLessThanOrEqual(tolerance);
 }
 
-/** Deterministic uniform [0, 1) values (mulberry32). */
-export function random(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export { random, syntheticFeatures } from "./synthetic.js";
 
 /** Patch-only features whose hidden state for token t is [t, t, ...] unless given. */
 export function gridFeatures(rows: number, cols: number, dim: number, hidden?: Float32Array): VisionFeatures {
