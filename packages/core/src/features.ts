@@ -67,6 +67,21 @@ export function checkInteger(reducer: string, name: string, value: unknown, min:
   return value as number;
 }
 
+/**
+ * checkFeatures, then a grid reducer's size option (pooling's stride, region packing's scale): an
+ * integer in [1, limit(rows, cols)] of the patch grid.
+ */
+export function checkGridOption(
+  f: VisionFeatures,
+  reducer: string,
+  name: string,
+  value: unknown,
+  limit: (rows: number, cols: number) => number
+): number {
+  checkFeatures(f, reducer);
+  return checkInteger(reducer, name, value, 1, limit(f.grid.rows, f.grid.cols));
+}
+
 /** Collects output tokens row by row, with their provenance. */
 export class TokenWriter {
   readonly hidden: Float32Array;

@@ -1,4 +1,4 @@
-import { checkFeatures, checkInteger, patchToken } from "./features.js";
+import { checkGridOption, patchToken } from "./features.js";
 import { windowMeans } from "./kernels/pool.js";
 import type { ReducedTokens, VisionFeatures } from "./types.js";
 
@@ -13,10 +13,8 @@ export interface PoolOptions {
  * (Spec: DESIGN.md "Reducer specs"; reference/pool.ts is the plain version, kernels/pool.ts the fast one.)
  */
 export function poolTokens(f: VisionFeatures, options: PoolOptions): ReducedTokens {
-  checkFeatures(f, "poolTokens");
-  const { rows, cols } = f.grid;
-  const stride = checkInteger("poolTokens", "stride", options?.stride, 1, Math.max(rows, cols));
-  return windowMeans(f, poolWindows(rows, cols, stride, f.clsIndex), "poolTokens");
+  const stride = checkGridOption(f, "poolTokens", "stride", options?.stride, Math.max);
+  return windowMeans(f, poolWindows(f.grid.rows, f.grid.cols, stride, f.clsIndex), "poolTokens");
 }
 
 /** The tokens of each stride x stride window, windows row-major over the pooled grid, tokens row by row. */

@@ -1,5 +1,5 @@
 import { LeanVisionError } from "./errors.js";
-import { checkFeatures, checkInteger } from "./features.js";
+import { checkGridOption } from "./features.js";
 import { packRegions } from "./kernels/regionpack.js";
 import type { ReducedTokens, VisionFeatures } from "./types.js";
 
@@ -15,11 +15,8 @@ export interface RegionPackOptions {
  * (Spec: DESIGN.md "Reducer specs"; reference/regionpack.ts is the plain version, kernels/regionpack.ts the fast one.)
  */
 export function regionPack(f: VisionFeatures, options: RegionPackOptions): ReducedTokens {
-  checkFeatures(f, "regionPack");
-  const { rows, cols } = f.grid;
-  const scale = checkInteger("regionPack", "scale", options?.scale, 1, Math.min(rows, cols));
-  const regions = checkRegionGrid("regionPack", rows, cols, scale);
-  return packRegions(f, scale, regions);
+  const scale = checkGridOption(f, "regionPack", "scale", options?.scale, Math.min);
+  return packRegions(f, scale, checkRegionGrid("regionPack", f.grid.rows, f.grid.cols, scale));
 }
 
 /** The grid of regions, or INVALID_OPTIONS when scale does not divide both sides. */

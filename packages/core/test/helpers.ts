@@ -44,6 +44,26 @@ export function toFeatures(g: GoldenFeatures): VisionFeatures {
   };
 }
 
+/**
+ * The same features in llama.cpp's order: CLS (token 0 here) moved after the patches, rows of the
+ * hidden states, keys and attention permuted to match. fromLlama maps a llama-order token back.
+ */
+export function toLlamaOrder(hf: VisionFeatures): { llama: VisionFeatures; fromLlama: (t: number) => number } {
+  const n = hf.numTokens;
+  const fromLlama = (t: number) => (t === n - 1 ? 0 : t + 1);
+  const permuteRows = (x: Float32Array, width: number) => {
+    const out = new Float32Array(x.length);
+    for (let t = 0; t < n; t++) out.set(x.subarray(fromLlama(t) * width, (fromLlama(t) + 1) * width), t * width);
+    return out;
+  };
+  const attention = new Float32Array(hf.attention!.length);
+  for (let h = 0; h < hf.heads!; h++) {
+    for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) attention[(h * n + i) * n + j] = hf.attention![(h * n + fromLlama(i)) * n + fromLlama(j)];
+  }
+  const llama = { ...hf, clsIndex: n - 1, hidden: permuteRows(hf.hidden, hf.dim), keys: permuteRows(hf.keys!, hf.keyDim!), attention };
+  return { llama, fromLlama };
+}
+
 export function loadGolden(): any {
   return JSON.parse(readFileSync(new URL("./fixtures/golden.json", import.meta.url), "utf8"));
 }

@@ -44,6 +44,27 @@ const splat = (w: Code, x: Local, to: Local) => w.local_get(x).f32x4_splat().loc
 /** p += 4 (bytes: one float). */
 const nextFloat = (w: Code, p: Local) => w.local_get(p).i32_const(4).i32_add().local_set(p);
 
+/**
+ * The body of dots and norms: for each of the `count` rows u (n bytes each, from `rows`), the
+ * float32 dot product of `left` (or, when null, of u itself) with u, stored at res + 4 j.
+ */
+function rowDots(w: Code, v: { rows: Local; count: Local; n: Local; res: Local; left: Local | null; i: Local; j: Local; u: Local; r: Local; s: Local }): void {
+  w.local_get(v.rows).local_set(v.u).local_get(v.res).local_set(v.r);
+  forEachRow(w, v.j, v.count, () => {
+    w.f32_const(0).f32x4_splat().local_set(v.s).i32_const(0).local_set(v.i);
+    forEachVector(w, v.i, v.n, () => {
+      w.local_get(v.s);
+      load(w, v.left ?? v.u, v.i); load(w, v.u, v.i);
+      w.f32x4_mul().f32x4_add().local_set(v.s);
+    });
+    w.local_get(v.r);
+    lanesSum(w, v.s);
+    w.f32_store();
+    w.local_get(v.u).local_get(v.n).i32_add().local_set(v.u); // next row
+    nextFloat(w, v.r);
+  });
+}
+
 export const KERNELS = {
   /** sum4(dst, a, b, c, e, n, scale): dst = ((a + b) + (c + e)) * scale */
   sum4: func({ params: { dst: i32, a: i32, b: i32, c: i32, e: i32, n: i32, scale: f32 }, locals: { i: i32, s: v128 } }, (w, v) => {
@@ -129,43 +150,13 @@ export const KERNELS = {
    */
   dots: func(
     { params: { key: i32, units: i32, count: i32, n: i32, res: i32 }, locals: { i: i32, j: i32, u: i32, r: i32, s: v128 } },
-    (w, v) => {
-      w.local_get(v.units).local_set(v.u).local_get(v.res).local_set(v.r);
-      forEachRow(w, v.j, v.count, () => {
-        w.f32_const(0).f32x4_splat().local_set(v.s).i32_const(0).local_set(v.i);
-        forEachVector(w, v.i, v.n, () => {
-          w.local_get(v.s);
-          load(w, v.key, v.i); load(w, v.u, v.i);
-          w.f32x4_mul().f32x4_add().local_set(v.s);
-        });
-        w.local_get(v.r);
-        lanesSum(w, v.s);
-        w.f32_store();
-        w.local_get(v.u).local_get(v.n).i32_add().local_set(v.u); // next row
-        nextFloat(w, v.r);
-      });
-    }
+    (w, v) => rowDots(w, { ...v, rows: v.units, left: v.key })
   ),
 
   /** norms(rows, count, n, res): res[j] = rows[j] . rows[j] (float32) for count rows of n bytes. */
   norms: func(
     { params: { rows: i32, count: i32, n: i32, res: i32 }, locals: { i: i32, j: i32, u: i32, r: i32, s: v128 } },
-    (w, v) => {
-      w.local_get(v.rows).local_set(v.u).local_get(v.res).local_set(v.r);
-      forEachRow(w, v.j, v.count, () => {
-        w.f32_const(0).f32x4_splat().local_set(v.s).i32_const(0).local_set(v.i);
-        forEachVector(w, v.i, v.n, () => {
-          w.local_get(v.s);
-          load(w, v.u, v.i); load(w, v.u, v.i);
-          w.f32x4_mul().f32x4_add().local_set(v.s);
-        });
-        w.local_get(v.r);
-        lanesSum(w, v.s);
-        w.f32_store();
-        w.local_get(v.u).local_get(v.n).i32_add().local_set(v.u);
-        nextFloat(w, v.r);
-      });
-    }
+    (w, v) => rowDots(w, { ...v, left: null })
   ),
 
   /**

@@ -14,6 +14,19 @@ import { simdSumRows } from "./means.js";
 
 type WithKeys = VisionFeatures & { keys: Float32Array; keyDim: number };
 
+/** What a matching path reads and writes: group[i] = the target of remaining[i], for every i in `others`. */
+interface Matching {
+  f: WithKeys;
+  /** Unit target keys, float64, zero-padded to whole blocks of four targets. */
+  units: Float64Array;
+  targets: number;
+  remaining: Int32Array;
+  /** Positions in `remaining` of the tokens that are not targets. */
+  others: Int32Array;
+  group: Int32Array;
+  reducer: string;
+}
+
 /** acc[t] += sum over the rows of a[rows x n] of a[row, t]: one contiguous pass, eight rows at a time. */
 export function columnSums(a: Float32Array, rows: number, n: number, acc: Float64Array): void {
   let r = 0;
@@ -67,14 +80,15 @@ export function contextualTokens(
   const dots = k !== null && keyDim % 4 === 0;
   const unitsAt = dim, keysAt = unitsAt + targets * keyDim, normsAt = keysAt + keys.length, simAt = normsAt + f.numTokens;
   const staged = k && stage(k, hidden, dots ? simAt + targets + 4 : dim, dim);
+  const matching: Matching = { f, units, targets, remaining, others, group, reducer };
   if (dots && staged) {
     const { mem, extra } = staged;
     mem.set(units.subarray(0, targets * keyDim), extra + unitsAt); // rounded to float32
     mem.set(keys, extra + keysAt);
     k.norms((extra + keysAt) * 4, f.numTokens, keyDim * 4, (extra + normsAt) * 4);
-    matchByDots(f, units, targets, remaining, others, group, reducer, k, mem, extra + keysAt, extra + unitsAt, extra + normsAt, extra + simAt);
+    matchByDots(matching, k, mem, { keys: extra + keysAt, units: extra + unitsAt, norms: extra + normsAt, sims: extra + simAt });
   } else {
-    matchFloat64(f, units, targets, remaining, others, group, reducer);
+    matchFloat64(matching);
   }
   for (let x = 0; x < others.length; x++) sizes[group[others[x]]]++;
 
@@ -131,15 +145,7 @@ function unitTargetKeys(f: WithKeys, remaining: Int32Array, step: number, target
 }
 
 /** The float64 matching: two tokens against four targets per pass over the keys; first best wins ties. */
-function matchFloat64(
-  f: WithKeys,
-  units: Float64Array,
-  targets: number,
-  remaining: Int32Array,
-  others: Int32Array,
-  group: Int32Array,
-  reducer: string
-): void {
+function matchFloat64({ f, units, targets, remaining, others, group, reducer }: Matching): void {
   const { keys, keyDim } = f;
   for (let x = 0; x < others.length; x += 2) {
     const i0 = others[x], i1 = others[Math.min(x + 1, others.length - 1)];
@@ -196,21 +202,13 @@ function matchFloat64(
  * those few are recomputed in float64 in the plain loop's order, so near-ties go the same way.
  */
 function matchByDots(
-  f: WithKeys,
-  units: Float64Array,
-  targets: number,
-  remaining: Int32Array,
-  others: Int32Array,
-  group: Int32Array,
-  reducer: string,
+  { f, units, targets, remaining, others, group, reducer }: Matching,
   k: SimdKernels,
   mem: Float32Array,
-  keysAt: number,
-  unitsAt: number,
-  normsAt: number,
-  simAt: number
+  at: { keys: number; units: number; norms: number; sims: number }
 ): void {
   const { keys, keyDim } = f;
+  const { keys: keysAt, units: unitsAt, norms: normsAt, sims: simAt } = at;
   const n = keyDim * 4;
   for (let x = 0; x < others.length; x++) {
     const i = others[x];

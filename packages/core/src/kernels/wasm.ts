@@ -59,13 +59,15 @@ export class Code {
   // Control. `depth` counts enclosing blocks and loops outwards from 0.
   /** block ... end: `br` to it jumps past its end. */
   block(body: () => void): this {
-    this.emit(0x02, 0x40);
-    body();
-    return this.emit(0x0b);
+    return this.structured(0x02, body);
   }
   /** loop ... end: `br` to it jumps back to its start. */
   loop(body: () => void): this {
-    this.emit(0x03, 0x40);
+    return this.structured(0x03, body);
+  }
+  /** A block or loop with no parameters and no results (block type 0x40), then `end`. */
+  private structured(opcode: number, body: () => void): this {
+    this.emit(opcode, 0x40);
     body();
     return this.emit(0x0b);
   }
