@@ -9,7 +9,9 @@ export default defineConfig({
     // Exact matches, so subpath exports such as "@leanvision/llama-adapter/llama-source" resolve normally.
     alias: [
       { find: /^@leanvision\/core$/, replacement: src("./packages/core/src/index.ts") },
+      { find: /^@leanvision\/core\/(presets|stats)$/, replacement: src("./packages/core/src/$1.ts") },
       { find: /^@leanvision\/testkit$/, replacement: src("./packages/testkit/src/index.ts") },
+      { find: /^@leanvision\/testkit\/(progress|mtmd-log)$/, replacement: src("./packages/testkit/src/gguf/$1.ts") },
       { find: /^@leanvision\/llama-adapter$/, replacement: src("./packages/llama-adapter/src/index.ts") },
       { find: /^@leanvision\/transformers-adapter$/, replacement: src("./packages/transformers-adapter/src/index.ts") }
     ]

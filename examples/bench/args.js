@@ -1,15 +1,10 @@
 // Command-line options of `pnpm bench`.
 import { parseReducerSpec, formatReducerSpec } from "@leanvision/core";
+import { BENCH_REDUCERS } from "@leanvision/core/presets";
 import { MODEL_OPTIONS, parseCli, parseRuntime, parseModelSource, positiveInt, invalid } from "../lib/args.js";
 
 /** None, VisionZip at the paper's 64- and 128-token budgets, 2x2 pooling and 2x region packing. */
-export const DEFAULT_REDUCERS = [
-  { kind: "none" },
-  { kind: "visionzip", dominant: 54, contextual: 10 },
-  { kind: "visionzip", dominant: 108, contextual: 20 },
-  { kind: "pool", stride: 2 },
-  { kind: "regionpack", scale: 2 }
-].map(formatReducerSpec).join(",");
+export const DEFAULT_REDUCERS = BENCH_REDUCERS.join(",");
 
 export const BENCH_USAGE = `Usage: pnpm bench -- [options]
 

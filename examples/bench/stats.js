@@ -1,4 +1,5 @@
 // Medians over repeated runs, as the benchmark JSON reports them.
+import { median } from "@leanvision/core/stats";
 
 export const TURN_FIELDS = [
   "evaluatedTokens",
@@ -9,14 +10,6 @@ export const TURN_FIELDS = [
   "prefillMs",
   "ttftMs"
 ];
-
-/** Median of a non-empty list of finite numbers (mean of the middle two for even lengths). */
-export function median(values) {
-  if (values.length === 0) throw new RangeError("median of an empty list");
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = sorted.length >> 1;
-  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
-}
 
 /**
  * runs: one entry per run, each the list of that run's turns (TurnTimings-like objects, turn 1 first).

@@ -3,16 +3,12 @@
 import { createInterface } from "node:readline/promises";
 import { resolve } from "node:path";
 import { formatReducerSpec, parseReducerSpec } from "@leanvision/core";
+import { BENCH_REDUCERS, DEFAULT_REDUCER } from "@leanvision/core/presets";
 import { MODEL_OPTIONS, parseCli, parseRuntime, parseModelSource, positiveInt } from "../lib/args.js";
 import { openRuntime, warmUp } from "../lib/runtime.js";
 import { progressBar } from "../lib/progress.js";
 
-const DEFAULT_REDUCER = formatReducerSpec({ kind: "visionzip", dominant: 54, contextual: 10 });
-const OTHER_REDUCERS = [
-  { kind: "visionzip", dominant: 108, contextual: 20 },
-  { kind: "pool", stride: 2 },
-  { kind: "regionpack", scale: 2 }
-].map(formatReducerSpec).join(", ");
+const OTHER_REDUCERS = BENCH_REDUCERS.filter((r) => r !== "none" && r !== DEFAULT_REDUCER).join(", ");
 
 export const DEMO_USAGE = `Usage: pnpm demo -- [options]
 

@@ -1,16 +1,8 @@
-// A one-line progress bar on stderr, for the first-run model writing.
+// The examples' progress callback for the first-run model writing: the testkit's progress bar
+// (the one of the project). It counts bytes for GGUF and steps for ONNX, so only the percentage is shown.
+import { progressBar as testkitProgressBar } from "@leanvision/testkit/progress";
 
-/** Returns an onProgress(done, total) callback that draws `label [#####.....] 52%`. */
+/** Returns an onProgress(done, total) callback that draws `label [#####-----] 52%` on `stream`. */
 export function progressBar(label, stream = process.stderr) {
-  let lastPercent = -1;
-  return (done, total) => {
-    const percent = total > 0 ? Math.min(100, Math.floor((done / total) * 100)) : 0;
-    if (percent === lastPercent) return;
-    const step = Math.floor(percent / 10) !== Math.floor(lastPercent / 10);
-    lastPercent = percent;
-    const filled = Math.round(percent / 4);
-    const line = `${label} [${"#".repeat(filled)}${".".repeat(25 - filled)}] ${String(percent).padStart(3)}%`;
-    if (stream.isTTY) stream.write(`\r${line}${percent >= 100 ? "\n" : ""}`);
-    else if (step) stream.write(`${line}\n`); // logs get every 10%, not a carriage-return smear
-  };
+  return testkitProgressBar(label, { stream, unit: "none" });
 }

@@ -1,6 +1,6 @@
 // Times every @leanvision/core reducer on feature tensors with the real shapes of LLaVA-1.5
 // (CLIP-L/14 at 336 px), SigLIP-so400m at 384 px and the official TokenPacker projector.
-// Values are random (seeded); reducer cost depends only on the shapes.
+// Values are random (seeded, test/synthetic.js); reducer cost depends only on the shapes.
 //
 // Each row: 20 warm-up runs (JIT, caches), then --iterations timed runs (default 200; the
 // TokenPacker projector, seconds per run, gets 1 warm-up and at most 3), reporting the median and
@@ -12,12 +12,15 @@
 import { cpus } from "node:os";
 import { performance } from "node:perf_hooks";
 import { parseArgs } from "node:util";
+import { random, randomArray, syntheticFeatures } from "../test/synthetic.js";
 
 const core = await import("../dist/index.js").catch((e) => {
   console.error(`Cannot load ../dist/index.js (${e.message}). Build first: pnpm --filter @leanvision/core build`);
   process.exit(1);
 });
 const { reduce, parseReducerSpec, formatReducerSpec, tokenPacker } = core;
+const { median } = await import("../dist/stats.js");
+const { BENCH_REDUCERS } = await import("../dist/presets.js");
 
 const { values: args } = parseArgs({
   options: {
@@ -30,49 +33,6 @@ const iterations = Number(args.iterations);
 if (!Number.isInteger(iterations) || iterations < 1) {
   console.error(`--iterations must be a positive integer (got ${args.iterations})`);
   process.exit(1);
-}
-
-/** Seeded uniform [0, 1) (mulberry32). */
-function random(seed) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-/** Roughly normal values (sum of uniforms), scaled. */
-function randomArray(length, rand, scale = 1) {
-  const out = new Float32Array(length);
-  for (let i = 0; i < length; i++) out[i] = (rand() + rand() + rand() - 1.5) * 2 * scale;
-  return out;
-}
-
-/** Feature-layer outputs of one image: hidden states, softmax attention, head-averaged keys. */
-function features({ side, dim, heads, headDim, clsIndex }, seed) {
-  const rand = random(seed);
-  const numTokens = side * side + (clsIndex === null ? 0 : 1);
-  const attention = randomArray(heads * numTokens * numTokens, rand, 3);
-  for (let row = 0; row < heads * numTokens; row++) {
-    const r = attention.subarray(row * numTokens, (row + 1) * numTokens);
-    let sum = 0;
-    for (let j = 0; j < numTokens; j++) sum += r[j] = Math.exp(r[j]);
-    for (let j = 0; j < numTokens; j++) r[j] /= sum;
-  }
-  return {
-    hidden: randomArray(numTokens * dim, rand),
-    numTokens,
-    dim,
-    grid: { rows: side, cols: side },
-    clsIndex: clsIndex === "last" ? numTokens - 1 : clsIndex,
-    attention,
-    heads,
-    keys: randomArray(numTokens * headDim, rand),
-    keyDim: headDim
-  };
 }
 
 /** Wall and process CPU time per run; CPU time is the steadier one on a shared machine. */
@@ -89,16 +49,14 @@ function time(fn, runs, warmup = 20) {
     const used = process.cpuUsage(cpuStart);
     cpu.push((used.user + used.system) / 1000);
   }
-  for (const xs of [wall, cpu]) xs.sort((a, b) => a - b);
-  const mid = Math.floor(runs / 2);
   const tokens = Array.isArray(result) ? result.reduce((n, r) => n + r.numTokens, 0) : result.numTokens;
-  return { medianMs: wall[mid], minMs: wall[0], medianCpuMs: cpu[mid], runs, tokens };
+  return { medianMs: median(wall), minMs: Math.min(...wall), medianCpuMs: median(cpu), runs, tokens };
 }
 
 const encoders = {
   // llama.cpp's llava graph order: CLS after the 576 patches.
-  "CLIP-L/14-336 (LLaVA-1.5)": { side: 24, dim: 1024, heads: 16, headDim: 64, clsIndex: "last" },
-  "SigLIP-so400m-384": { side: 27, dim: 1152, heads: 16, headDim: 72, clsIndex: null }
+  "CLIP-L/14-336 (LLaVA-1.5)": { rows: 24, cols: 24, dim: 1024, heads: 16, keyDim: 64, cls: "last" },
+  "SigLIP-so400m-384": { rows: 27, cols: 27, dim: 1152, heads: 16, keyDim: 72, cls: null }
 };
 const specs = {
   "CLIP-L/14-336 (LLaVA-1.5)": [
@@ -117,7 +75,7 @@ const specs = {
 
 const rows = [];
 for (const [encoder, shape] of Object.entries(encoders)) {
-  const f = features(shape, 42);
+  const f = syntheticFeatures(shape, 42);
   for (const text of specs[encoder]) {
     const spec = parseReducerSpec(text);
     rows.push({ encoder, reducer: formatReducerSpec(spec), inputTokens: f.numTokens, ...time(() => reduce(f, spec), iterations) });
@@ -127,8 +85,8 @@ for (const [encoder, shape] of Object.entries(encoders)) {
 // LLaVA-NeXT (AnyRes, 336 px tiles): the base image and 4 tiles, 5 x 577 tokens, each crop reduced on its own.
 {
   const encoder = "CLIP-L/14-336, LLaVA-NeXT 5 crops";
-  const crops = [0, 1, 2, 3, 4].map((i) => features(encoders["CLIP-L/14-336 (LLaVA-1.5)"], 100 + i));
-  for (const text of ["none", "visionzip:54+10", "visionzip:108+20", "pool:2", "regionpack:2"]) {
+  const crops = [0, 1, 2, 3, 4].map((i) => syntheticFeatures(encoders["CLIP-L/14-336 (LLaVA-1.5)"], 100 + i));
+  for (const text of BENCH_REDUCERS) {
     const spec = parseReducerSpec(text);
     rows.push({
       encoder,

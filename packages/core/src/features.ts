@@ -67,6 +67,21 @@ export function checkInteger(reducer: string, name: string, value: unknown, min:
   return value as number;
 }
 
+/**
+ * checkFeatures, then a grid reducer's size option (pooling's stride, region packing's scale): an
+ * integer in [1, limit(rows, cols)] of the patch grid.
+ */
+export function checkGridOption(
+  f: VisionFeatures,
+  reducer: string,
+  name: string,
+  value: unknown,
+  limit: (rows: number, cols: number) => number
+): number {
+  checkFeatures(f, reducer);
+  return checkInteger(reducer, name, value, 1, limit(f.grid.rows, f.grid.cols));
+}
+
 /** Collects output tokens row by row, with their provenance. */
 export class TokenWriter {
   readonly hidden: Float32Array;
@@ -182,4 +197,13 @@ function throwIfHiddenNonFinite(f: VisionFeatures, t: number, reducer: string): 
     const v = hidden[t * dim + d];
     if (!Number.isFinite(v)) throw nonFiniteError(reducer, "hidden", v, `token ${t}, dim ${d}`);
   }
+}
+
+/** NON_FINITE naming the first bad value of token t's key (or its overflowing squared length). */
+export function keyNonFiniteError(f: VisionFeatures & { keys: Float32Array; keyDim: number }, t: number, reducer: string): LeanVisionError {
+  for (let d = 0; d < f.keyDim; d++) {
+    const v = f.keys[t * f.keyDim + d];
+    if (!Number.isFinite(v)) return nonFiniteError(reducer, "keys", v, `token ${t}, dim ${d}`);
+  }
+  return nonFiniteError(reducer, "keys", Infinity, `token ${t} (its squared length overflows)`);
 }

@@ -3,6 +3,9 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { poolTokens, regionPack, tokenPacker, visionZip, type TokenPackerWeights } from "../src/index.js";
 import { bilinearResize, geluInPlace } from "../src/math.js";
+import { poolReference } from "../src/reference/pool.js";
+import { regionPackReference } from "../src/reference/regionpack.js";
+import { visionZipReference } from "../src/reference/visionzip.js";
 import { setSimdEnabled } from "../src/simd.js";
 import { expectClose, loadGolden, toFeatures } from "./helpers.js";
 
@@ -24,32 +27,46 @@ describe("math kernels match PyTorch", () => {
   );
 });
 
-// Each reducer case runs twice: with the WebAssembly SIMD kernels (float32, where the shapes allow
-// them) and with the plain float64 loops.
+// Each reducer case runs three ways: with the WebAssembly SIMD kernels (float32, where the shapes
+// allow them), with the plain float64 loops, and as the reference version of its spec (src/reference).
+const reducers = {
+  fast: { visionZip, poolTokens, regionPack },
+  reference: { visionZip: visionZipReference, poolTokens: poolReference, regionPack: regionPackReference }
+} as const;
+
 describe.each([
-  ["SIMD kernels", true],
-  ["plain loops", false]
-])("reducers match the PyTorch reference (%s)", (_, useSimd) => {
+  ["SIMD kernels", true, reducers.fast],
+  ["plain loops", false, reducers.fast],
+  ["reference", false, reducers.reference]
+] as const)("reducers match the PyTorch reference (%s)", (_, useSimd, run) => {
   beforeAll(() => setSimdEnabled(useSimd));
   afterAll(() => setSimdEnabled(true));
 
   it.each([...golden.visionzip, ...golden.visionzipEdge].map((c: any, i: number) => [i, c]))("visionZip case %i", (_, c: any) => {
-    const out = visionZip(toFeatures(c.features), { dominant: c.dominant, contextual: c.contextual });
+    const out = run.visionZip(toFeatures(c.features) as any, { dominant: c.dominant, contextual: c.contextual });
     expect(out.numTokens).toBe(c.expected.numTokens);
     expectClose(out.hidden, c.expected.hidden);
   });
 
   it.each(golden.pool.map((c: any, i: number) => [i, c]))("poolTokens case %i (avg_pool2d, ceil_mode)", (_, c: any) => {
-    const out = poolTokens(toFeatures(c.features), { stride: c.stride });
+    const out = run.poolTokens(toFeatures(c.features), { stride: c.stride });
     expect(out.numTokens).toBe(c.expected.numTokens);
     expectClose(out.hidden, c.expected.hidden);
   });
 
   it.each(golden.regionpack.map((c: any, i: number) => [i, c]))("regionPack case %i", (_, c: any) => {
-    const out = regionPack(toFeatures(c.features), { scale: c.scale });
+    const out = run.regionPack(toFeatures(c.features), { scale: c.scale });
     expect(out.numTokens).toBe(c.expected.numTokens);
     expectClose(out.hidden, c.expected.hidden);
   });
+});
+
+describe.each([
+  ["SIMD kernels", true],
+  ["plain loops", false]
+])("the trained TokenPacker projector matches PyTorch (%s)", (_, useSimd) => {
+  beforeAll(() => setSimdEnabled(useSimd));
+  afterAll(() => setSimdEnabled(true));
 
   it.each(golden.tokenpacker.map((c: any, i: number) => [i, c]))("tokenPacker case %i (official state dict)", (_, c: any) => {
     const weights: TokenPackerWeights = Object.fromEntries(

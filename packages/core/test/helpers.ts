@@ -14,17 +14,7 @@ export function expectClose(actual: ArrayLike<number>, expected: ArrayLike<numbe
   expect(worst, `worst error at index ${at}: ${actual[at]} vs ${expected[at]}`).toBeLessThanOrEqual(tolerance);
 }
 
-/** Deterministic uniform [0, 1) values (mulberry32). */
-export function random(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export { random, syntheticFeatures } from "./synthetic.js";
 
 /** Patch-only features whose hidden state for token t is [t, t, ...] unless given. */
 export function gridFeatures(rows: number, cols: number, dim: number, hidden?: Float32Array): VisionFeatures {
@@ -52,6 +42,26 @@ export function toFeatures(g: GoldenFeatures): VisionFeatures {
     attention: g.attention && Float32Array.from(g.attention),
     keys: g.keys && Float32Array.from(g.keys)
   };
+}
+
+/**
+ * The same features in llama.cpp's order: CLS (token 0 here) moved after the patches, rows of the
+ * hidden states, keys and attention permuted to match. fromLlama maps a llama-order token back.
+ */
+export function toLlamaOrder(hf: VisionFeatures): { llama: VisionFeatures; fromLlama: (t: number) => number } {
+  const n = hf.numTokens;
+  const fromLlama = (t: number) => (t === n - 1 ? 0 : t + 1);
+  const permuteRows = (x: Float32Array, width: number) => {
+    const out = new Float32Array(x.length);
+    for (let t = 0; t < n; t++) out.set(x.subarray(fromLlama(t) * width, (fromLlama(t) + 1) * width), t * width);
+    return out;
+  };
+  const attention = new Float32Array(hf.attention!.length);
+  for (let h = 0; h < hf.heads!; h++) {
+    for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) attention[(h * n + i) * n + j] = hf.attention![(h * n + fromLlama(i)) * n + fromLlama(j)];
+  }
+  const llama = { ...hf, clsIndex: n - 1, hidden: permuteRows(hf.hidden, hf.dim), keys: permuteRows(hf.keys!, hf.keyDim!), attention };
+  return { llama, fromLlama };
 }
 
 export function loadGolden(): any {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { keepMask, poolTokens, reduce, regionPack, visionZip, type ReducedTokens, type VisionFeatures } from "../src/index.js";
-import { expectError, gridFeatures, loadGolden, toFeatures } from "./helpers.js";
+import { expectError, gridFeatures, loadGolden, toFeatures, toLlamaOrder } from "./helpers.js";
 
 /** 1 x w grid, no CLS, token t has hidden 10t; token 0 receives the most attention. */
 function row(w: number, keys: number[][]): VisionFeatures {
@@ -41,17 +41,7 @@ describe("keepMask", () => {
 
   it("gives the same mask with CLS first or last (llama.cpp order)", () => {
     const hf = toFeatures(loadGolden().visionzip[1].features); // CLS + 6x6
-    const n = hf.numTokens;
-    const fromLlama = (t: number) => (t === n - 1 ? 0 : t + 1);
-    const permute = (x: Float32Array, w: number) => {
-      const out = new Float32Array(x.length);
-      for (let t = 0; t < n; t++) out.set(x.subarray(fromLlama(t) * w, (fromLlama(t) + 1) * w), t * w);
-      return out;
-    };
-    const attention = new Float32Array(hf.attention!.length);
-    for (let h = 0; h < hf.heads!; h++)
-      for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) attention[(h * n + i) * n + j] = hf.attention![(h * n + fromLlama(i)) * n + fromLlama(j)];
-    const llama: VisionFeatures = { ...hf, clsIndex: n - 1, hidden: permute(hf.hidden, hf.dim), keys: permute(hf.keys!, hf.keyDim!), attention };
+    const { llama } = toLlamaOrder(hf);
 
     const a = keepMask(visionZip(hf, { dominant: 10, contextual: 5 }), hf);
     expect(keepMask(visionZip(llama, { dominant: 10, contextual: 5 }), llama)).toEqual(a);

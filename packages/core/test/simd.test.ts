@@ -2,31 +2,10 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { poolTokens, reduce, regionPack, visionZip, visionZipAdaptive, type ReducedTokens, type VisionFeatures } from "../src/index.js";
 import { setSimdEnabled, simd } from "../src/simd.js";
-import { expectClose, expectError, gridFeatures, random } from "./helpers.js";
+import { expectClose, expectError, gridFeatures, syntheticFeatures } from "./helpers.js";
 
-/** CLS last (llama.cpp order) plus a rows x cols grid, softmax attention, random hidden and keys. */
-function features(rows: number, cols: number, dim: number, seed: number): VisionFeatures {
-  const rand = random(seed);
-  const n = rows * cols + 1;
-  const heads = 2;
-  const attention = new Float32Array(heads * n * n);
-  for (let r = 0; r < heads * n; r++) {
-    let sum = 0;
-    for (let t = 0; t < n; t++) sum += attention[r * n + t] = Math.exp(4 * rand());
-    for (let t = 0; t < n; t++) attention[r * n + t] /= sum;
-  }
-  return {
-    hidden: Float32Array.from({ length: n * dim }, () => 4 * rand() - 2),
-    numTokens: n,
-    dim,
-    grid: { rows, cols },
-    clsIndex: n - 1,
-    attention,
-    heads,
-    keys: Float32Array.from({ length: n * 16 }, () => rand() - 0.5),
-    keyDim: 16
-  };
-}
+/** CLS last (llama.cpp order) plus a rows x cols grid, softmax attention, random hidden and 16-d keys. */
+const features = (rows: number, cols: number, dim: number, seed: number) => syntheticFeatures({ rows, cols, dim }, seed);
 
 function both(run: () => ReducedTokens): [ReducedTokens, ReducedTokens] {
   setSimdEnabled(true);

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { visionZip, visionZipAdaptive, type VisionFeatures } from "../src/index.js";
-import { expectError, gridFeatures, loadGolden, toFeatures } from "./helpers.js";
+import { expectError, gridFeatures, loadGolden, toFeatures, toLlamaOrder } from "./helpers.js";
 
 const sourcesOf = (out: { provenance: { sources: Int32Array }[] }) => out.provenance.map((p) => Array.from(p.sources));
 
@@ -47,24 +47,7 @@ describe("visionZip dominant tokens", () => {
   it("gives the same tokens with llama.cpp's order (CLS after the patches)", () => {
     const hf = toFeatures(loadGolden().visionzip[1].features);
     const n = hf.numTokens;
-    const toLlama = (t: number) => (t === 0 ? n - 1 : t - 1);
-    const fromLlama = (t: number) => (t === n - 1 ? 0 : t + 1);
-    const permuteRows = (x: Float32Array, width: number) => {
-      const out = new Float32Array(x.length);
-      for (let t = 0; t < n; t++) out.set(x.subarray(fromLlama(t) * width, (fromLlama(t) + 1) * width), t * width);
-      return out;
-    };
-    const attention = new Float32Array(hf.attention!.length);
-    for (let h = 0; h < hf.heads!; h++)
-      for (let i = 0; i < n; i++)
-        for (let j = 0; j < n; j++) attention[(h * n + i) * n + j] = hf.attention![(h * n + fromLlama(i)) * n + fromLlama(j)];
-    const llama: VisionFeatures = {
-      ...hf,
-      clsIndex: n - 1,
-      hidden: permuteRows(hf.hidden, hf.dim),
-      keys: permuteRows(hf.keys!, hf.keyDim!),
-      attention
-    };
+    const { llama, fromLlama } = toLlamaOrder(hf);
 
     const a = visionZip(hf, { dominant: 10, contextual: 5 });
     const b = visionZip(llama, { dominant: 10, contextual: 5 });

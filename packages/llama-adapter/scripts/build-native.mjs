@@ -21,13 +21,21 @@ import { createRequire } from "node:module";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
 import { ensureLlamaSource, bundledLlamaCommit, nodeLlamaCppDir, nodeLlamaCppVersion } from "./llama-source.mjs";
 
 const adapterDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const buildDir = path.join(adapterDir, "build");
 const REQUIRED_NODE_LLAMA_CPP = "3.22.1";
 
-const args = parseArgs(process.argv.slice(2));
+const { values: args } = parseArgs({
+  options: {
+    bins: { type: "string", multiple: true, default: [] },
+    jobs: { type: "string" },
+    verbose: { type: "boolean", default: false },
+    install: { type: "boolean", default: false }
+  }
+});
 const log = (msg) => console.log(`[leanvision native] ${msg}`);
 const started = Date.now();
 
@@ -79,7 +87,8 @@ async function main() {
 
   const objDir = path.join(buildDir, "obj");
   mkdirSync(objDir, { recursive: true });
-  const jobs = args.jobs ?? Math.max(1, os.availableParallelism());
+  const jobs = args.jobs === undefined ? Math.max(1, os.availableParallelism()) : Number(args.jobs);
+  if (!Number.isInteger(jobs) || jobs < 1) throw new Error(`--jobs needs a positive integer (got ${args.jobs})`);
   const objects = await compileAll(units, objDir, jobs);
 
   const manifest = { nodeLlamaCpp: version, llamaCommit: bundledLlamaCommit(), addons: [] };
@@ -226,16 +235,4 @@ function writeAtomic(file, text) {
   mkdirSync(path.dirname(file), { recursive: true });
   writeFileSync(`${file}.tmp`, text);
   renameSync(`${file}.tmp`, file);
-}
-
-function parseArgs(argv) {
-  const out = { bins: [], jobs: undefined, verbose: false, install: false };
-  for (let i = 0; i < argv.length; i++) {
-    if (argv[i] === "--bins") out.bins.push(argv[++i]);
-    else if (argv[i] === "--jobs") out.jobs = Number(argv[++i]);
-    else if (argv[i] === "--verbose") out.verbose = true;
-    else if (argv[i] === "--install") out.install = true;
-    else throw new Error(`unknown argument ${argv[i]}`);
-  }
-  return out;
 }

@@ -9,28 +9,34 @@
 //   [--image <file>] [--runs 3] [--threads N] [--reducer none --reducer visionzip:dominant=54,contextual=10 ...]
 import path from "node:path";
 import { performance } from "node:perf_hooks";
+import { parseArgs } from "node:util";
 import { getLlama } from "node-llama-cpp";
 import { parseReducerSpec, reduce } from "@leanvision/core";
+import { BENCH_REDUCERS } from "@leanvision/core/presets";
+import { median } from "@leanvision/core/stats";
 import { decodeImage, loadNativeBinding, loadVisionModel } from "../dist/index.js";
 import { ensureLlamaSource } from "./llama-source.mjs";
 
-const args = { runs: 3, reducers: [], image: path.join(ensureLlamaSource(), "tools", "mtmd", "test-1.jpeg") };
-for (let i = 2; i < process.argv.length; i++) {
-  const [flag, value] = [process.argv[i], process.argv[++i]];
-  if (flag === "--model") args.model = value;
-  else if (flag === "--mmproj") args.mmproj = value;
-  else if (flag === "--image") args.image = value;
-  else if (flag === "--runs") args.runs = Number(value);
-  else if (flag === "--threads") args.threads = Number(value);
-  else if (flag === "--reducer") args.reducers.push(value);
-  else throw new Error(`unknown flag ${flag}`);
-}
-if (!args.model || !args.mmproj) throw new Error("--model and --mmproj are required");
-if (args.reducers.length === 0) {
-  args.reducers = ["none", "visionzip:54+10", "visionzip:108+20", "pool:2", "regionpack:2"];
-}
+const { values } = parseArgs({
+  options: {
+    model: { type: "string" },
+    mmproj: { type: "string" },
+    image: { type: "string" },
+    runs: { type: "string", default: "3" },
+    threads: { type: "string" },
+    reducer: { type: "string", multiple: true, default: [...BENCH_REDUCERS] }
+  }
+});
+if (!values.model || !values.mmproj) throw new Error("--model and --mmproj are required");
+const args = {
+  model: values.model,
+  mmproj: values.mmproj,
+  image: values.image ?? path.join(ensureLlamaSource(), "tools", "mtmd", "test-1.jpeg"),
+  runs: Number(values.runs),
+  threads: values.threads === undefined ? undefined : Number(values.threads),
+  reducers: values.reducer
+};
 
-const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const round = (x) => Math.round(x * 10) / 10;
 async function timed(fn) {
   const t = performance.now();

@@ -2,58 +2,17 @@
 // pnpm --filter @leanvision/testkit make <profile...> [--out dir] [--onnx] [--check]
 // Writes synthetic LLaVA models (GGUF pairs, or transformers.js ONNX folders) into the cache.
 import { statSync } from "node:fs";
-import path from "node:path";
 import { LeanVisionError } from "@leanvision/core";
 import { ensureLlavaGguf, GGUF_PROFILES, type GgufProfileName, readGgufManifest, sampleImagePath } from "./gguf/index.js";
 import { formatBytes, progressBar } from "./gguf/progress.js";
 import { ensureMtmdCli, runMtmdCli } from "./gguf/mtmd-cli.js";
 import { measurePromptEval } from "./gguf/prompt-speed.js";
+import { type Args, USAGE, parseMakeArgs } from "./cli-args.js";
 
 // The ONNX factory lives beside this one; it is looked up at run time so this CLI works with or without it.
 interface OnnxFactory {
   ensureLlavaOnnx(profile: string, opts: { cacheDir?: string; onProgress?: (done: number, total: number) => void }): Promise<{ profile: string; dir: string }>;
   ONNX_PROFILES: Record<string, unknown>;
-}
-
-const USAGE = `Usage: pnpm --filter @leanvision/testkit make <profile...> [--out dir] [--onnx] [--check] [--bench] [--threads n]
-
-  GGUF profiles (llama.cpp / node-llama-cpp): ${Object.keys(GGUF_PROFILES).join(", ")}
-  ONNX profiles (transformers.js, with --onnx): tiny, llava-1.5-7b-shaped
-  mtmd-cli        build stock llama.cpp's llama-mtmd-cli from node-llama-cpp's bundled source
-
-  --out dir       cache directory (default $LEANVISION_CACHE_DIR or ~/.cache/leanvision)
-  --onnx          write the transformers.js ONNX layout instead of GGUF
-  --check         run llama-mtmd-cli on each GGUF pair with the sample image and print the token count
-  --bench         measure the language model's prompt evaluation in node-llama-cpp: a LLaVA prompt
-                  with all image tokens + 40 text tokens, and one with 64 image tokens + 40
-  --threads n     threads for --check and --bench (default: llama.cpp's / node-llama-cpp's own)
-  --runs n        timed runs per prompt length for --bench (default 3; the median is printed)
-`;
-
-interface Args { profiles: string[]; out?: string; onnx: boolean; check: boolean; bench: boolean; threads?: number; runs?: number }
-
-function parseArgs(argv: string[]): Args {
-  const args: Args = { profiles: [], onnx: false, check: false, bench: false };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    if (a === "--out") {
-      const value = argv[++i];
-      if (!value) throw new LeanVisionError("INVALID_INPUT", "--out needs a directory");
-      // pnpm runs the script in the package folder; resolve relative paths against where it was called.
-      args.out = path.resolve(process.env.INIT_CWD ?? process.cwd(), value);
-    } else if (a === "--threads" || a === "--runs") {
-      const value = Number(argv[++i]);
-      if (!Number.isInteger(value) || value < 1) throw new LeanVisionError("INVALID_INPUT", `${a} needs a positive integer`);
-      if (a === "--threads") args.threads = value;
-      else args.runs = value;
-    } else if (a === "--onnx") args.onnx = true;
-    else if (a === "--bench") args.bench = true;
-    else if (a === "--check") args.check = true;
-    else if (a === "--help" || a === "-h") args.profiles = [];
-    else if (a.startsWith("-")) throw new LeanVisionError("INVALID_INPUT", `Unknown option ${a}\n\n${USAGE}`);
-    else args.profiles.push(a);
-  }
-  return args;
 }
 
 async function makeGguf(profile: string, args: Args): Promise<void> {
@@ -99,7 +58,7 @@ async function makeOnnx(profile: string, args: Args): Promise<void> {
 }
 
 async function main(): Promise<void> {
-  const args = parseArgs(process.argv.slice(2));
+  const args = parseMakeArgs(process.argv.slice(2));
   if (args.profiles.length === 0) {
     process.stdout.write(USAGE);
     return;

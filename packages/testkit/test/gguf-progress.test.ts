@@ -26,6 +26,14 @@ describe("progressBar", () => {
     expect(out.text()).toMatch(/^\rwriting y \[-{30}\]   0% 0 \/ 4\rwriting y \[#{30}\] 100% 4 \/ 4 in \d+\.\d s\n$/);
   });
 
+  it("shows only the percentage with unit none (the examples do not know what is counted)", () => {
+    const out = captureStream(false);
+    const report = progressBar("writing z", { stream: out.stream, unit: "none" });
+    report(0, 3);
+    report(3, 3);
+    expect(out.text()).toMatch(/^writing z: 0%\nwriting z: 100% in \d+\.\d s\n$/);
+  });
+
   it("formats sizes in KiB, MiB and GiB", () => {
     expect(formatBytes(512 * 1024)).toBe("512 KiB");
     expect(formatBytes(3.5 * 1024 * 1024)).toBe("3.5 MiB");

@@ -10,5 +10,7 @@ export type { EnsureOptions, GgufManifest, LlavaGgufPair } from "./factory.js";
 export { formatBytes, progressBar } from "./progress.js";
 export { ensureMtmdCli, mtmdCliDir, runMtmdCli } from "./mtmd-cli.js";
 export type { MtmdCliOptions, MtmdCliRun } from "./mtmd-cli.js";
+export { parseMtmdLog } from "./mtmd-log.js";
+export type { MtmdLogTimings } from "./mtmd-log.js";
 export { measurePromptEval } from "./prompt-speed.js";
 export type { PromptSpeed } from "./prompt-speed.js";

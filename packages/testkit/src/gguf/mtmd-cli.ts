@@ -8,6 +8,7 @@ import path from "node:path";
 import { LeanVisionError } from "@leanvision/core";
 import { defaultCacheDir } from "./factory.js";
 import { bundledLlamaCommit, ensureLlamaSource } from "./llama-source.js";
+import { parseMtmdLog } from "./mtmd-log.js";
 
 export interface MtmdCliOptions {
   cacheDir?: string;
@@ -102,15 +103,13 @@ export async function runMtmdCli(args: {
   const { code, stdout, stderr } = await capture(args.binary, argv);
   const log = `${stderr}\n${stdout}`;
   if (code !== 0) throw new LeanVisionError("NATIVE_BUILD", `llama-mtmd-cli exited with ${code}:\n${log.slice(-4000)}`);
-  const sum = (re: RegExp) => [...log.matchAll(re)].reduce((s, m) => s + Number(m[1]), 0);
-  const encodeMs = sum(/image slice encoded in (\d+) ms/g) || sum(/mtmd batch encoding done in (\d+) ms/g);
-  const promptEval = /prompt eval time =\s*([\d.]+) ms \/\s*(\d+) tokens/.exec(log);
+  const parsed = parseMtmdLog(log);
   return {
-    imageTokens: sum(/decoding image batch \d+\/\d+, n_tokens_batch = (\d+)/g),
-    encodeMs,
-    imageDecodeMs: sum(/image decoded \(batch \d+\/\d+\) in (\d+) ms/g),
-    promptTokens: promptEval ? Number(promptEval[2]) : 0,
-    promptEvalMs: promptEval ? Number(promptEval[1]) : 0,
+    imageTokens: parsed.visualTokens,
+    encodeMs: parsed.encodeMs,
+    imageDecodeMs: parsed.imageDecodeMs,
+    promptTokens: parsed.promptTokens,
+    promptEvalMs: parsed.prefillMs,
     output: stdout,
     log,
   };

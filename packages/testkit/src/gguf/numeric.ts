@@ -210,35 +210,21 @@ export function decodeValues(type: GgmlType, bytes: Uint8Array, count: number): 
  * what makes multi-GB profiles fast to write; the blocks are valid ggml blocks with a finite scale.
  */
 export function fillRandomBlocks(type: GgmlType.Q8_0 | GgmlType.Q4_0, prng: Prng, std: number, out: Uint8Array, blocks: number): void {
-  if (type === GgmlType.Q8_0) {
-    // int8 codes uniform on [-128, 127]: standard deviation 73.9.
-    const d = f32ToF16(std / 73.9);
-    for (let b = 0; b < blocks; b++) {
-      const o = b * 34;
-      out[o] = d & 0xff;
-      out[o + 1] = d >>> 8;
-      for (let j = 0; j < 32; j += 4) {
-        const r = prng.nextU32();
-        out[o + 2 + j] = r & 0xff;
-        out[o + 3 + j] = (r >>> 8) & 0xff;
-        out[o + 4 + j] = (r >>> 16) & 0xff;
-        out[o + 5 + j] = r >>> 24;
-      }
-    }
-  } else {
-    // 4-bit codes uniform on [0, 15], value (q - 8) * d: standard deviation 4.61.
-    const d = f32ToF16(std / 4.61);
-    for (let b = 0; b < blocks; b++) {
-      const o = b * 18;
-      out[o] = d & 0xff;
-      out[o + 1] = d >>> 8;
-      for (let j = 0; j < 16; j += 4) {
-        const r = prng.nextU32();
-        out[o + 2 + j] = r & 0xff;
-        out[o + 3 + j] = (r >>> 8) & 0xff;
-        out[o + 4 + j] = (r >>> 16) & 0xff;
-        out[o + 5 + j] = r >>> 24;
-      }
+  // Each block: an f16 scale d, then random code bytes (32 int8 codes for q8_0, 32 4-bit codes in
+  // 16 bytes for q4_0). q8_0's codes are uniform on [-128, 127], standard deviation 73.9; q4_0's are
+  // uniform on [0, 15] with value (q - 8) * d, standard deviation 4.61.
+  const [blockBytes, codeBytes, codeStd] = type === GgmlType.Q8_0 ? [34, 32, 73.9] : [18, 16, 4.61];
+  const d = f32ToF16(std / codeStd);
+  for (let b = 0; b < blocks; b++) {
+    const o = b * blockBytes;
+    out[o] = d & 0xff;
+    out[o + 1] = d >>> 8;
+    for (let j = 0; j < codeBytes; j += 4) {
+      const r = prng.nextU32();
+      out[o + 2 + j] = r & 0xff;
+      out[o + 3 + j] = (r >>> 8) & 0xff;
+      out[o + 4 + j] = (r >>> 16) & 0xff;
+      out[o + 5 + j] = r >>> 24;
     }
   }
 }

@@ -1,5 +1,6 @@
 // Prompt-evaluation (prefill) speed of a language model in node-llama-cpp, for the profile notes and
 // for choosing shapes: how long a LLaVA prompt of N tokens takes to evaluate on this machine.
+import { median } from "@leanvision/core/stats";
 import { getLlama, type Llama } from "node-llama-cpp";
 
 export interface PromptSpeed {
@@ -46,7 +47,7 @@ export async function measurePromptEval(
           await sequence.evaluateWithoutGeneratingNewTokens(allTokens.slice(0, n));
           runs.push(performance.now() - started);
         }
-        const ms = [...runs].sort((a, b) => a - b)[Math.floor(runs.length / 2)];
+        const ms = median(runs);
         results.push({ tokens: n, ms, tokensPerSecond: (n / ms) * 1000, runs });
       }
       return results;
