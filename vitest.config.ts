@@ -9,6 +9,7 @@ export default defineConfig({
     // Exact matches, so subpath exports such as "@leanvision/llama-adapter/llama-source" resolve normally.
     alias: [
       { find: /^@leanvision\/core$/, replacement: src("./packages/core/src/index.ts") },
+      { find: /^@leanvision\/image$/, replacement: src("./packages/image/src/index.ts") },
       { find: /^@leanvision\/testkit$/, replacement: src("./packages/testkit/src/index.ts") },
       { find: /^@leanvision\/llama-adapter$/, replacement: src("./packages/llama-adapter/src/index.ts") },
       { find: /^@leanvision\/transformers-adapter$/, replacement: src("./packages/transformers-adapter/src/index.ts") }
