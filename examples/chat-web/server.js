@@ -211,10 +211,10 @@ export async function startChatServer({
     } catch (error) {
       // A turn that failed before the image reached the context leaves a chat without it: start over next time.
       if (restart && !conv.chat.lastTurn) await free(id, "failed");
+      else touch(id, conv);
       throw error;
-    } finally {
-      touch(id, conv);
     }
+    touch(id, conv);
     const last = conv.chat.lastTurn;
     // Later turns reuse the image from the cache; the overlay stays the one of the turn that sent it.
     if (last.images?.length) conv.overlay = { ...overlayOf(last.images[0]), reducer: reducerName, visualTokens: last.visualTokens };

@@ -73,6 +73,8 @@ describe("chat web app", () => {
   it("chats over two turns about an uploaded image, with timings and the kept tokens drawn", async () => {
     const pageErrors: string[] = [];
     page.on("pageerror", (e) => pageErrors.push(e.message));
+    // Console errors include Content-Security-Policy violations: the page must live within its policy.
+    page.on("console", (m) => m.type() === "error" && pageErrors.push(m.text()));
     await page.goto(app.url);
     await page.getByTestId("file").setInputFiles(sampleImagePath());
     await expect.poll(() => page.getByTestId("messages").textContent()).toContain("sent with the next question");

@@ -297,8 +297,9 @@ describe("conversations", () => {
     }
     const at = (n: number) => rss[n - 1].toFixed(0);
     console.log(`[hardening] RSS after conversations 1/5/10/20/30: ${at(1)}/${at(5)}/${at(10)}/${at(20)}/${at(30)} MB; peak ${Math.max(...rss).toFixed(0)} MB; ${JSON.stringify(app.stats())}`);
-    // Unbounded, each tiny conversation kept about 30-50 MB: 20 more would add 600 MB or more.
-    expect(rss[29] - rss[9]).toBeLessThan(150);
+    // Unbounded (nothing freed), conversations 10 to 30 added about 400 MB on tiny (measure-memory.mjs);
+    // bounded, what remains is node-llama-cpp's own creep of a few MB per context created and disposed.
+    expect(rss[29] - rss[9]).toBeLessThan(200);
   }, 900_000);
 });
 
