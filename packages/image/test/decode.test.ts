@@ -102,6 +102,16 @@ describe("formats", () => {
     });
   }
 
+  it("reads a Uint8Array that is a view into a larger buffer", async () => {
+    const png = await halves(20, 10).png().toBuffer();
+    const backing = new Uint8Array(png.length + 100);
+    backing.fill(0xab);
+    backing.set(png, 37);
+    const img = await decodeImage(new Uint8Array(backing.buffer, 37, png.length));
+    expectRgb(img, 20, 10);
+    near(pixel(img, 2, 5), [RED.r, RED.g, RED.b], 0);
+  });
+
   it("renders SVG", async () => {
     const svg = `<svg xmlns="http://www.w3.org/2000/svg" width="40" height="20"><rect width="20" height="20" fill="rgb(220,30,40)"/><rect x="20" width="20" height="20" fill="rgb(20,40,230)"/></svg>`;
     const img = await decodeImage(Buffer.from(svg));
