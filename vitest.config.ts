@@ -10,6 +10,7 @@ export default defineConfig({
     alias: [
       { find: /^@leanvision\/core$/, replacement: src("./packages/core/src/index.ts") },
       { find: /^@leanvision\/core\/(presets|stats)$/, replacement: src("./packages/core/src/$1.ts") },
+      { find: /^@leanvision\/image$/, replacement: src("./packages/image/src/index.ts") },
       { find: /^@leanvision\/testkit$/, replacement: src("./packages/testkit/src/index.ts") },
       { find: /^@leanvision\/testkit\/(progress|mtmd-log)$/, replacement: src("./packages/testkit/src/gguf/$1.ts") },
       { find: /^@leanvision\/llama-adapter$/, replacement: src("./packages/llama-adapter/src/index.ts") },

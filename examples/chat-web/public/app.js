@@ -28,12 +28,15 @@ $("drop").addEventListener("drop", (e) => {
   if (file) pickImage(file);
 });
 $("new-chat").addEventListener("click", () => {
+  endChat(conversation); // frees its context on the server
   conversation = crypto.randomUUID();
   pendingImage = lastImage;
   $("messages").replaceChildren();
   $("timings").tBodies[0].replaceChildren();
   note("New chat.");
 });
+// Leaving the page ends its chat too (keepalive: the request outlives the page).
+addEventListener("pagehide", () => endChat(conversation));
 $("ask").addEventListener("submit", (e) => {
   e.preventDefault();
   send();
@@ -60,28 +63,15 @@ async function send() {
   $("question").value = "";
   $("send").disabled = true;
   addMessage("user", text);
-  const answer = addMessage("assistant", "");
   $("status").textContent = "thinking…";
   try {
-    const response = await fetch("/api/chat", {
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify({ conversation, text, image: pendingImage, leanVision: $("lean").checked, budget: $("budget").value })
-    });
-    if (!response.ok) {
-      const { code, message } = await response.json();
-      throw new Error(`${code}: ${message}`);
-    }
-    for await (const { event, data } of readEvents(response)) {
-      if (event === "chunk") answer.textContent += data.text;
-      if (event === "turn") {
-        pendingImage = null; // the server has it now
-        showTurn(data);
-      }
-      if (event === "error") {
-        answer.remove();
-        addMessage("error", `${data.code}: ${data.message}`);
-      }
+    const result = await ask(text);
+    // The server frees chats that sat idle or that made room for newer ones: start over with the image.
+    if (result === "NO_CONVERSATION" && lastImage) {
+      note("The server had closed this chat to free memory; starting over with the image.");
+      $("timings").tBodies[0].replaceChildren();
+      pendingImage = lastImage;
+      await ask(text);
     }
   } catch (error) {
     addMessage("error", String(error.message ?? error));
@@ -89,6 +79,44 @@ async function send() {
     $("status").textContent = "";
     $("send").disabled = false;
   }
+}
+
+/** One turn; returns the error code the server streamed, if any (errors are shown, except NO_CONVERSATION). */
+async function ask(text) {
+  const answer = addMessage("assistant", "");
+  const response = await fetch("/api/chat", {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ conversation, text, image: pendingImage, leanVision: $("lean").checked, budget: $("budget").value })
+  });
+  if (!response.ok) {
+    answer.remove();
+    const { code, message } = await response.json().catch(() => ({ code: response.status, message: response.statusText }));
+    throw new Error(`${code}: ${message}`);
+  }
+  let failed = null;
+  for await (const { event, data } of readEvents(response)) {
+    if (event === "chunk") answer.textContent += data.text;
+    if (event === "turn") {
+      pendingImage = null; // the server has it now
+      showTurn(data);
+    }
+    if (event === "error") {
+      answer.remove();
+      failed = data.code;
+      if (data.code !== "NO_CONVERSATION" || !lastImage) addMessage("error", `${data.code}: ${data.message}`);
+    }
+  }
+  return failed;
+}
+
+function endChat(id) {
+  fetch("/api/end-chat", {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ conversation: id }),
+    keepalive: true
+  }).catch(() => {}); // nothing to do if the server is gone
 }
 
 function showTurn(turn) {

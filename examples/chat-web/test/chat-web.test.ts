@@ -1,6 +1,6 @@
 // End to end: the chat page in Debian's chromium against the local server and the tiny model.
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
-import { mkdtempSync, mkdirSync, rmSync, statSync } from "node:fs";
+import { mkdtempSync, mkdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -73,6 +73,8 @@ describe("chat web app", () => {
   it("chats over two turns about an uploaded image, with timings and the kept tokens drawn", async () => {
     const pageErrors: string[] = [];
     page.on("pageerror", (e) => pageErrors.push(e.message));
+    // Console errors include Content-Security-Policy violations: the page must live within its policy.
+    page.on("console", (m) => m.type() === "error" && pageErrors.push(m.text()));
     await page.goto(app.url);
     await page.getByTestId("file").setInputFiles(sampleImagePath());
     await expect.poll(() => page.getByTestId("messages").textContent()).toContain("sent with the next question");
@@ -128,29 +130,55 @@ describe("chat web app", () => {
   });
 
   it("answers bad requests with a typed error instead of crashing", async () => {
-    const noImage = await fetch(new URL("/api/chat", app.url), {
-      method: "POST",
-      body: JSON.stringify({ conversation: "fresh", text: "hello", leanVision: true, budget: BUDGETS[0].value })
-    });
-    expect(await noImage.text()).toMatch(/event: error\ndata: .*"code":"INVALID_INPUT".*pick or drop an image/);
+    const post = (body: unknown) =>
+      fetch(new URL("/api/chat", app.url), { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
 
-    const badBudget = await fetch(new URL("/api/chat", app.url), {
-      method: "POST",
-      body: JSON.stringify({ conversation: "x", text: "hi", image: "AAAA", leanVision: true, budget: "visionzip:lots" })
-    });
-    expect(await badBudget.text()).toMatch(/event: error\ndata: .*"code":"INVALID_/);
+    const noImage = await post({ conversation: "fresh", text: "hello", leanVision: true, budget: BUDGETS[0].value });
+    expect(await noImage.text()).toMatch(/event: error\ndata: .*"code":"NO_CONVERSATION".*send the image again/);
 
-    const notAnImage = await fetch(new URL("/api/chat", app.url), {
-      method: "POST",
-      body: JSON.stringify({ conversation: "y", text: "hi", image: Buffer.from("not an image").toString("base64"), leanVision: true, budget: BUDGETS[0].value })
-    });
+    const badBudget = await post({ conversation: "x", text: "hi", image: "AAAA", leanVision: true, budget: "visionzip:lots" });
+    expect(badBudget.status).toBe(400);
+    expect(await badBudget.json()).toMatchObject({ code: "INVALID_INPUT", message: expect.stringContaining("budget must be one of") });
+
+    const notAnImage = await post({ conversation: "y", text: "hi", image: Buffer.from("not an image").toString("base64"), leanVision: true, budget: BUDGETS[0].value });
     expect(await notAnImage.text()).toMatch(/event: error\ndata: .*"code":"IMAGE_DECODE"/);
+    // The failed first turn left no half-made conversation behind: without the image it is not open.
+    expect(await (await post({ conversation: "y", text: "again" })).text()).toMatch(/"code":"NO_CONVERSATION"/);
 
-    const notJson = await fetch(new URL("/api/chat", app.url), { method: "POST", body: "{nope" });
+    const notJson = await fetch(new URL("/api/chat", app.url), { method: "POST", headers: { "content-type": "application/json" }, body: "{nope" });
     expect(notJson.status).toBe(400);
     expect(await notJson.json()).toMatchObject({ code: "INVALID_INPUT" });
 
     // The server is still serving.
     expect((await fetch(app.url)).status).toBe(200);
+  });
+
+  it("New chat frees the conversation on the server; an evicted chat starts over with the image", async () => {
+    const live = app.stats().liveConversations;
+    await page.getByRole("button", { name: "New chat" }).click();
+    await expect.poll(() => app.stats().liveConversations).toBe(live - 1);
+    await ask("A fresh start?", 1);
+    expect(await timingRow(0)).toMatchObject({ turn: 1, visual: 576, reused: 0 });
+
+    // Fill the server with other chats until the page's one is evicted…
+    const max = app.stats().maxConversations;
+    const image = readFileSync(sampleImagePath()).toString("base64");
+    for (let i = 0; i < max; i++) {
+      const reply = await fetch(new URL("/api/chat", app.url), {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ conversation: `filler-${i}`, text: "hi", image, leanVision: false })
+      });
+      expect(await reply.text()).toContain("event: turn");
+    }
+    expect(app.stats().evicted).toBeGreaterThan(0);
+    // …then the page's next question starts over with the image instead of failing.
+    await page.getByTestId("question").fill("Still there?");
+    await page.getByTestId("send").click();
+    await expect.poll(() => page.getByTestId("messages").textContent(), { timeout: 120_000 }).toContain("starting over with the image");
+    await page.locator("#timings tbody tr").nth(0).waitFor({ timeout: 120_000 });
+    await expect.poll(() => page.getByTestId("send").isDisabled(), { timeout: 120_000 }).toBe(false);
+    expect(await timingRow(0)).toMatchObject({ turn: 1, visual: 576 });
+    expect(await page.locator("#messages li.error").count()).toBe(0);
   });
 });
