@@ -177,7 +177,7 @@ describe("loading", () => {
       await expectCode(loadVisionModel({ llama, model, mmprojPath: notGguf }), "INVALID_INPUT");
       const truncated = path.join(dir, "t.gguf");
       writeFileSync(truncated, readFileSync(mmprojPath).subarray(0, 4096));
-      await expectCode(loadVisionModel({ llama, model, mmprojPath: truncated }), "INVALID_INPUT");
+      await expectCode(loadVisionModel({ llama, model, mmprojPath: truncated }), "INVALID_MODEL");
       const lm = (await ensureLlavaGguf("tiny")).modelPath;
       const err = await expectCode(loadVisionModel({ llama, model, mmprojPath: lm }), "INVALID_INPUT");
       expect(err.message).toMatch(/not a vision mmproj/);

@@ -34,18 +34,18 @@ void CheckCapture(const VisionContext & vc, CaptureMode mode, const Capture & c)
     if (c.hidden.empty()) throw CodedError("ENCODE_FAILED", "the projector input was not seen during the encode (unexpected graph)");
     if (mode == CaptureMode::Full) {
         if (c.keys.empty()) throw CodedError("ENCODE_FAILED", "the feature layer's keys (" + c.keyName + ") were not seen during the encode");
-        if (c.deepestKeyLayer != vc.info.featureLayerIndex) {
+        if (c.deepestKeyLayer != vc.layout.featureLayerIndex) {
             throw CodedError("UNSUPPORTED_MODEL", "the graph runs encoder layers up to " + std::to_string(c.deepestKeyLayer) +
-                                                      " but the mmproj's metadata says " + std::to_string(vc.info.featureLayerIndex));
+                                                      " but the mmproj's metadata says " + std::to_string(vc.layout.featureLayerIndex));
         }
         if (c.attention.size() != (size_t)c.heads * c.numTokens * c.numTokens) {
             throw CodedError("ENCODE_FAILED", "the feature layer's attention was not captured (is flash attention on?)");
         }
     }
-    const int patches = c.numTokens - (vc.info.hasCls ? 1 : 0);
-    if (patches != vc.info.gridRows * vc.info.gridCols) {
+    const int patches = c.numTokens - (vc.layout.hasCls ? 1 : 0);
+    if (patches != vc.layout.gridRows * vc.layout.gridCols) {
         throw CodedError("GRID_MISMATCH", "the encoder produced " + std::to_string(patches) + " patch tokens, not the " +
-                                               std::to_string(vc.info.gridRows) + "x" + std::to_string(vc.info.gridCols) + " grid");
+                                               std::to_string(vc.layout.gridRows) + "x" + std::to_string(vc.layout.gridCols) + " grid");
     }
 }
 
@@ -70,8 +70,8 @@ void InitMtmd(VisionContext & vc, const std::string & path, int nThreads, bool u
     params.cb_eval = OnEval;
     params.cb_eval_user_data = &vc.capture;
     vc.mtmd.reset(mtmd_init_from_file(path.c_str(), nullptr, params));
-    if (!vc.mtmd) throw CodedError("INVALID_INPUT", "llama.cpp could not load the mmproj " + path + ": " + TakeLastError());
-    if (!mtmd_support_vision(vc.mtmd.get())) throw CodedError("INVALID_INPUT", path + " has no vision encoder");
+    if (!vc.mtmd) throw CodedError("INVALID_MODEL", "llama.cpp could not load the mmproj " + path + ": " + TakeLastError());
+    if (!mtmd_support_vision(vc.mtmd.get())) throw CodedError("UNSUPPORTED_MODEL", path + " has no vision encoder");
 }
 
 void Encode(VisionContext & vc, const std::vector<uint8_t> & rgb, int width, int height, CaptureMode mode, EncodeResult & out) {
@@ -86,8 +86,15 @@ void Encode(VisionContext & vc, const std::vector<uint8_t> & rgb, int width, int
         throw CodedError("UNSUPPORTED_MODEL", "mtmd split the image into several chunks; only single-tile LLaVA images are supported");
     }
     const mtmd_input_chunk * chunk = chunks[0];
+    const size_t tileTokens = (size_t)vc.layout.gridRows * vc.layout.gridCols;
+    if (mode != CaptureMode::None && mtmd_input_chunk_get_n_tokens(chunk) != tileTokens) {
+        // LLaVA-1.6 any-resolution: an overview plus tiles, encoded one after the other.
+        throw CodedError("UNSUPPORTED_MODEL", "mtmd split the image into " + std::to_string(mtmd_input_chunk_get_n_tokens(chunk) / tileTokens) +
+                                                  " tiles (any-resolution); capture supports single-tile images so far (an image no larger "
+                                                  "than the mmproj's image_size stays one tile)");
+    }
 
-    vc.capture.Begin(mode, vc.info.featureLayerIndex);
+    vc.capture.Begin(mode, vc.layout.featureLayerIndex);
     const int rc = mtmd_encode_chunk(vc.mtmd.get(), chunk);
     out.capture = std::move(vc.capture);
     vc.capture = Capture();
@@ -97,7 +104,8 @@ void Encode(VisionContext & vc, const std::vector<uint8_t> & rgb, int width, int
     out.stockTokens = (int)mtmd_input_chunk_get_n_tokens(chunk);
     if (mode == CaptureMode::None) {
         const float * embd = mtmd_get_output_embd(vc.mtmd.get());
-        out.stock.assign(embd, embd + (size_t)out.stockTokens * vc.info.projectionDim);
+        out.stock.assign(embd, embd + (size_t)out.stockTokens * vc.layout.projectionDim);
+        CheckEmbeddingsFinite(out.stock, vc.layout.projectionDim, "mtmd's vision encoder");
         return;
     }
     CheckCapture(vc, mode, out.capture);

@@ -19,7 +19,7 @@ struct VisionContext {
     std::mutex mutex;  // one encode/project at a time; Release() waits for it
     bool freed = false;
     mtmd::context_ptr mtmd;
-    VisionInfo info;
+    VisionLayout layout;  // from src/mmproj.ts, checked against the projector's tensors
     Capture capture;  // cb_eval's user data
     Projector projector;
 

@@ -1,5 +1,8 @@
-// mmproj inspection: what the native side reads from the GGUF header of an mmproj before llama.cpp
-// loads it.
+// mmproj inspection on the native side. The complete check of an mmproj lives in TypeScript
+// (src/mmproj.ts, run by src/native-binding.ts before createVisionContext): it reads the GGUF header,
+// refuses anything llama.cpp's llava graph would crash on or misread, and hands the native side the
+// layout it found (VisionLayout). Here we only open the header for the tensors the native projector
+// loads itself, and check those against that layout, so the native code stays memory-safe on its own.
 #pragma once
 
 #include <string>
@@ -9,9 +12,19 @@
 
 namespace leanvision {
 
+// What the vision stage needs to know about the mmproj; src/mmproj.ts's VisionContextInfo.
+struct VisionLayout {
+    int hiddenDim = 0;          // the encoder's width, the projector's input size
+    int projectionDim = 0;      // the projector's output size
+    int gridRows = 0, gridCols = 0;
+    bool hasCls = false;
+    int featureLayerIndex = 0;  // the last encoder layer the graph runs (its attention is captured)
+};
+
 // An mmproj's GGUF header (metadata and tensor infos, no tensor data).
 struct GgufFile {
     std::string path;
+    size_t fileSize = 0;
     gguf_context_ptr gguf;
     ggml_context_ptr meta;  // one no-alloc tensor per tensor info
 
@@ -20,19 +33,12 @@ struct GgufFile {
     size_t DataOffset(const char * name) const;
 };
 
-// Opens the GGUF header of `path`; INVALID_INPUT when the file is missing or not a GGUF file.
+// Opens the GGUF header of `path`: INVALID_INPUT when the file is missing or not a GGUF file,
+// INVALID_MODEL when ggml cannot read its header.
 void OpenGguf(const std::string & path, GgufFile & out);
 
-// What the vision stage needs to know about the mmproj (see VisionContextInfo in src/native-binding.ts).
-struct VisionInfo {
-    std::string projectorType;
-    int imageSize = 0, patchSize = 0, hiddenDim = 0, heads = 0, projectionDim = 0, layers = 0;
-    int featureLayerIndex = 0;  // index of the last encoder layer the graph runs (its attention is captured)
-    bool hasCls = false;
-    int gridRows = 0, gridCols = 0;
-};
-
-// Checks that `f` is a LLaVA `mlp` vision mmproj and reads its layout.
-VisionInfo Inspect(const GgufFile & f);
+// Checks mm.0 / mm.2 (weights and biases): present, of types the projector's ops take, with the
+// shapes `layout` implies, and their data within the file. INVALID_MODEL otherwise.
+void CheckProjectorTensors(const GgufFile & f, const VisionLayout & layout);
 
 }  // namespace leanvision

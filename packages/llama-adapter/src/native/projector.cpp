@@ -1,5 +1,6 @@
 #include "projector.h"
 
+#include <cmath>
 #include <fstream>
 
 namespace leanvision {
@@ -46,14 +47,14 @@ void LoadProjector(const GgufFile & f, bool useGpu, int nThreads, Projector & p)
         ggml_set_name(*slots[i], names[i]);
     }
     p.buffer.reset(ggml_backend_alloc_ctx_tensors(p.weights.get(), p.backend.get()));
-    if (!p.buffer) throw CodedError("INVALID_INPUT", "cannot allocate the projector weights of " + f.path);
+    if (!p.buffer) throw CodedError("INVALID_MODEL", "cannot allocate the projector weights of " + f.path);
     std::ifstream in(f.path, std::ios::binary);
     std::vector<char> bytes;
     for (int i = 0; i < 4; i++) {
         bytes.resize(ggml_nbytes(*slots[i]));
         in.seekg((std::streamoff)f.DataOffset(names[i]));
         in.read(bytes.data(), (std::streamsize)bytes.size());
-        if ((size_t)in.gcount() != bytes.size()) throw CodedError("INVALID_INPUT", f.path + " is truncated (tensor " + names[i] + ")");
+        if ((size_t)in.gcount() != bytes.size()) throw CodedError("INVALID_MODEL", f.path + " is truncated (tensor " + names[i] + ")");
         ggml_backend_tensor_set(*slots[i], bytes.data(), 0, bytes.size());
     }
 }
@@ -80,7 +81,19 @@ std::vector<float> RunProjector(const Projector & p, const float * hidden, int n
     if (ggml_backend_graph_compute(p.backend.get(), gf) != GGML_STATUS_SUCCESS) throw CodedError("ENCODE_FAILED", "projector compute failed");
     std::vector<float> out((size_t)p.OutputDim() * numTokens);
     ggml_backend_tensor_get(cur, out.data(), 0, ggml_nbytes(cur));
+    CheckEmbeddingsFinite(out, p.OutputDim(), "the mmproj's projector");
     return out;
+}
+
+void CheckEmbeddingsFinite(const std::vector<float> & embeddings, int rowLength, const char * source) {
+    for (size_t i = 0; i < embeddings.size(); i++) {
+        const float v = embeddings[i];
+        if (std::isfinite(v)) continue;
+        throw CodedError("NON_FINITE", std::string(source) + " produced " + (std::isnan(v) ? "NaN" : v > 0 ? "Infinity" : "-Infinity") +
+                                           " at token " + std::to_string(i / rowLength) + ", dimension " + std::to_string(i % rowLength) +
+                                           ": the mmproj's weights hold NaN or infinite values, or its activations overflow float32; "
+                                           "check the mmproj file (no embedding of this image is usable)");
+    }
 }
 
 }  // namespace leanvision

@@ -23,10 +23,15 @@ struct Projector {
     void Release();
 };
 
-// Loads mm.0 / mm.2 of `f` onto a GPU backend when `useGpu` and one is loaded, else the CPU.
+// Loads mm.0 / mm.2 of `f` (checked by CheckProjectorTensors) onto a GPU backend when `useGpu` and
+// one is loaded, else the CPU.
 void LoadProjector(const GgufFile & f, bool useGpu, int nThreads, Projector & p);
 
-// [numTokens x InputDim()] -> [numTokens x OutputDim()]
+// [numTokens x InputDim()] -> [numTokens x OutputDim()]; NON_FINITE if an output is NaN or infinite.
 std::vector<float> RunProjector(const Projector & p, const float * hidden, int numTokens);
+
+// NON_FINITE naming the first NaN or infinity in `embeddings` ([n x rowLength]), a projector's output;
+// `source` names who produced it.
+void CheckEmbeddingsFinite(const std::vector<float> & embeddings, int rowLength, const char * source);
 
 }  // namespace leanvision

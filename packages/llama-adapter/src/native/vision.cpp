@@ -3,13 +3,14 @@
 // probabilities and keys (capture.cpp); the mmproj's own projector then runs natively (projector.cpp)
 // on whichever tokens a reducer kept.
 //
-// JS surface (see src/native-binding.ts for the types):
-//   createVisionContext(mmprojPath, { nThreads, useGpu, flashAttention? }) -> { native, info }
+// JS surface (see src/native-binding.ts for the types; it checks the mmproj with src/mmproj.ts first):
+//   createVisionContext(mmprojPath, layout, { nThreads, useGpu, flashAttention? }) -> { native }
 //   encode(handle, rgb, width, height, { capture })        -> Promise<features>
 //   encodeStock(handle, rgb, width, height)                -> Promise<Float32Array>  (plain mtmd output)
 //   project(handle, hidden, numTokens)                     -> Promise<Float32Array>
 //   freeVisionContext(handle)
-// Errors follow napi-common.h: a `code` (INVALID_INPUT, UNSUPPORTED_MODEL, DISPOSED, ENCODE_FAILED, ...).
+// Errors follow napi-common.h: a `code` (INVALID_INPUT, INVALID_MODEL, UNSUPPORTED_MODEL, DISPOSED,
+// NON_FINITE, ENCODE_FAILED, ...).
 #include "vision.h"
 
 #include <cstring>
@@ -44,23 +45,19 @@ Napi::Float32Array ToFloat32Array(Napi::Env env, const std::vector<float> & v) {
     return arr;
 }
 
-Napi::Object InfoObject(Napi::Env env, const VisionInfo & vi) {
-    Napi::Object o = Napi::Object::New(env);
-    o.Set("projectorType", vi.projectorType);
-    o.Set("imageSize", vi.imageSize);
-    o.Set("patchSize", vi.patchSize);
-    o.Set("hiddenDim", vi.hiddenDim);
-    o.Set("heads", vi.heads);
-    o.Set("projectionDim", vi.projectionDim);
-    o.Set("hasCls", vi.hasCls);
-    o.Set("gridRows", vi.gridRows);
-    o.Set("gridCols", vi.gridCols);
-    o.Set("layers", vi.layers);
-    o.Set("featureLayerIndex", vi.featureLayerIndex);
-    return o;
+// The layout src/mmproj.ts found (its VisionContextInfo); CheckProjectorTensors checks it against the file.
+VisionLayout ReadLayout(const Args & args, const Napi::Object & info) {
+    VisionLayout layout;
+    layout.hiddenDim = (int)args.Int(info.Get("hiddenDim"), "layout.hiddenDim", 1, INT32_MAX);
+    layout.projectionDim = (int)args.Int(info.Get("projectionDim"), "layout.projectionDim", 1, INT32_MAX);
+    layout.gridRows = (int)args.Int(info.Get("gridRows"), "layout.gridRows", 1, 65536);
+    layout.gridCols = (int)args.Int(info.Get("gridCols"), "layout.gridCols", 1, 65536);
+    layout.featureLayerIndex = (int)args.Int(info.Get("featureLayerIndex"), "layout.featureLayerIndex", 0, 65536);
+    layout.hasCls = args.Flag(info, "hasCls", false);
+    return layout;
 }
 
-Napi::Object FeaturesObject(Napi::Env env, const VisionInfo & vi, CaptureMode mode, const Capture & c) {
+Napi::Object FeaturesObject(Napi::Env env, const VisionLayout & vi, CaptureMode mode, const Capture & c) {
     Napi::Object f = Napi::Object::New(env);
     f.Set("hidden", ToFloat32Array(env, c.hidden));
     f.Set("numTokens", c.numTokens);
@@ -98,7 +95,7 @@ class EncodeWorker : public PromiseWorker {
     }
     Napi::Value Result(Napi::Env env) override {
         if (mode_ == CaptureMode::None) return ToFloat32Array(env, result_.stock);
-        return FeaturesObject(env, vc_->info, mode_, result_.capture);
+        return FeaturesObject(env, vc_->layout, mode_, result_.capture);
     }
 
    private:
@@ -130,28 +127,27 @@ class ProjectWorker : public PromiseWorker {
 
 Napi::Value CreateVisionContext(const Napi::CallbackInfo & info) {
     Args args(info, "createVisionContext");
-    args.Count(1, 2, "(mmprojPath, { nThreads, useGpu, flashAttention? })");
+    args.Count(2, 3, "(mmprojPath, layout, { nThreads, useGpu, flashAttention? })");
     const std::string path = args.String(0, "mmprojPath");
+    auto vc = std::make_unique<VisionContext>();
+    vc->layout = ReadLayout(args, args.Object(1, "layout"));
     int nThreads = 4;
     bool useGpu = false, flashAttention = false;
-    if (info.Length() > 1 && !info[1].IsUndefined()) {
-        Napi::Object opts = args.Object(1, "opts");
+    if (info.Length() > 2 && !info[2].IsUndefined()) {
+        Napi::Object opts = args.Object(2, "opts");
         if (!opts.Get("nThreads").IsUndefined()) nThreads = (int)args.Int(opts.Get("nThreads"), "nThreads", 1, 1024);
         useGpu = args.Flag(opts, "useGpu", false);
         flashAttention = args.Flag(opts, "flashAttention", false);
     }
-
-    auto vc = std::make_unique<VisionContext>();
     {
         GgufFile file;
         OpenGguf(path, file);
-        vc->info = Inspect(file);
+        CheckProjectorTensors(file, vc->layout);
         LoadProjector(file, useGpu, nThreads, vc->projector);
     }
     InitMtmd(*vc, path, nThreads, useGpu, flashAttention);
 
     Napi::Object handle = Napi::Object::New(info.Env());
-    handle.Set("info", InfoObject(info.Env(), vc->info));
     // The External's finalizer frees native memory if JS drops the handle without freeVisionContext().
     handle.Set("native", Napi::External<VisionContext>::New(info.Env(), vc.release(), [](Napi::Env, VisionContext * p) { delete p; }));
     return handle;
