@@ -52,8 +52,8 @@ export const GGML_TYPES: Readonly<Record<number, { name: string; blockValues: nu
   14: { name: "Q6_K", blockValues: 256, blockBytes: 210 },
   30: { name: "BF16", blockValues: 1, blockBytes: 2 },
 };
-/** ggml type ids that exist (ggml.h, GGML_TYPE_COUNT = 43) but that LeanVision does not read. */
-const OTHER_GGML_TYPES = new Set([9, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 34, 35, 39, 40, 41, 42]);
+/** Quantizations ggml has (ggml.h, GGML_TYPE_COUNT = 43) that LeanVision does not read; other ids (integer types among them) are no weight type. */
+const OTHER_QUANT_TYPES = new Set([9, 15, 16, 17, 18, 19, 20, 21, 22, 23, 29, 34, 35, 39, 40, 41, 42]);
 
 export function ggmlTypeName(type: number): string {
   return GGML_TYPES[type]?.name ?? `ggml type ${type}`;
@@ -150,11 +150,11 @@ function parseHeader(c: FileCursor): GgufHeader {
     const type = c.i32(`the type of ${name}`);
     const traits = GGML_TYPES[type];
     if (!traits) {
-      if (OTHER_GGML_TYPES.has(type)) {
+      if (OTHER_QUANT_TYPES.has(type)) {
         throw new LeanVisionError("UNSUPPORTED_MODEL", `${path}: tensor ${name} is of ggml type ${type}, which LeanVision does not read ` +
           `(it reads ${Object.values(GGML_TYPES).map((t) => t.name).join(", ")})`);
       }
-      c.corrupt(`tensor ${name} has the invalid ggml type ${type}`);
+      c.corrupt(`tensor ${name} has the ggml type ${type}, which is no weight type`);
     }
     const shape = dims.map(Number);
     if ((shape[0] ?? 1) % traits.blockValues !== 0) {
@@ -273,7 +273,9 @@ class FileCursor {
   /** A u64 count of entries that each take at least `minBytes`, so it cannot exceed what the file holds. */
   count(what: string, minBytes: number): number {
     const n = this.u64(what);
-    if (n > BigInt(Math.floor((this.size - this.pos) / minBytes))) this.corrupt(`${what} ${n} is more than the file can hold`);
+    if (n > BigInt(Math.floor((this.size - this.pos) / minBytes))) {
+      this.corrupt(`${what} ${n} is more than the ${this.size - this.pos} bytes left can hold (the file is truncated, or the count is wrong)`);
+    }
     return Number(n);
   }
 

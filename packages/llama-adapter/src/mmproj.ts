@@ -321,6 +321,8 @@ class MmprojCheck {
       vector(`${p}.${down}.bias`, E, "[embedding_length]");
     }
 
+    this.checkExpected(expected);
+
     // The projector: mm.0 [embedding_length -> hidden], GELU, mm.2 [hidden -> the language model's n_embd].
     const mm0 = this.tensors.get("mm.0.weight");
     const mm2 = this.tensors.get("mm.2.weight");
@@ -336,7 +338,17 @@ class MmprojCheck {
     expect("mm.2.weight", [hidden, outputDim], "[mm.0.weight's output size, the language model's n_embd]", "matrix");
     vector("mm.2.bias", outputDim, "[mm.2.weight's output size]");
     if (has("v.image_newline")) vector("v.image_newline", outputDim, "[mm.2.weight's output size]");
+    this.checkExpected(expected);
+    for (const name of this.tensors.keys()) {
+      if (expected.has(name)) continue;
+      const layer = /^v\.blk\.(\d+)\./.exec(name);
+      if (layer && Number(layer[1]) >= nLayer) this.invalid(`has the tensor ${name} but clip.vision.block_count is ${nLayer}: the block count is wrong`);
+      this.unsupported(`has the tensor ${name}, which LLaVA's mlp graph does not read (a different architecture?)`);
+    }
+    return { outputDim, hasCls };
+  }
 
+  private checkExpected(expected: ReadonlyMap<string, TensorSpec>): void {
     for (const [name, spec] of expected) {
       const t = this.tensors.get(name);
       if (t === undefined) this.invalid(`lacks the tensor ${name} ${fmt(spec.shape)}, which llama.cpp's llava graph reads`);
@@ -345,13 +357,6 @@ class MmprojCheck {
         this.invalid(`tensor ${name} is ${ggmlTypeName(t.type)}; llama.cpp's llava graph takes ${[...KIND_TYPES[spec.kind]].map(ggmlTypeName).join(" or ")} for it`);
       }
     }
-    for (const name of this.tensors.keys()) {
-      if (expected.has(name)) continue;
-      const layer = /^v\.blk\.(\d+)\./.exec(name);
-      if (layer && Number(layer[1]) >= nLayer) this.invalid(`has the tensor ${name} but clip.vision.block_count is ${nLayer}: the block count is wrong`);
-      this.unsupported(`has the tensor ${name}, which LLaVA's mlp graph does not read (a different architecture?)`);
-    }
-    return { outputDim, hasCls };
   }
 }
 

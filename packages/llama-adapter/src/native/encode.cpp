@@ -82,17 +82,15 @@ void Encode(VisionContext & vc, const std::vector<uint8_t> & rgb, int width, int
     if (mtmd_tokenize_from_parts(vc.mtmd.get(), chunks.ptr.get(), parts, 1, false) != 0) {
         throw CodedError("IMAGE_DECODE", "mtmd could not preprocess the image: " + TakeLastError());
     }
-    if (chunks.size() != 1 || mtmd_input_chunk_get_type(chunks[0]) != MTMD_INPUT_CHUNK_TYPE_IMAGE) {
-        throw CodedError("UNSUPPORTED_MODEL", "mtmd split the image into several chunks; only single-tile LLaVA images are supported");
+    // LLaVA-1.6 any-resolution splits a large image into an overview and tiles.
+    const size_t tileTokens = (size_t)vc.layout.gridRows * vc.layout.gridCols;
+    if (chunks.size() != 1 || mtmd_input_chunk_get_type(chunks[0]) != MTMD_INPUT_CHUNK_TYPE_IMAGE ||
+        (mode != CaptureMode::None && mtmd_input_chunk_get_n_tokens(chunks[0]) != tileTokens)) {
+        throw CodedError("UNSUPPORTED_MODEL", "mtmd split the " + std::to_string(width) + "x" + std::to_string(height) +
+                                                  " image into tiles (any-resolution); LeanVision encodes single-tile images so far "
+                                                  "(an image no larger than the mmproj's image_size stays one tile)");
     }
     const mtmd_input_chunk * chunk = chunks[0];
-    const size_t tileTokens = (size_t)vc.layout.gridRows * vc.layout.gridCols;
-    if (mode != CaptureMode::None && mtmd_input_chunk_get_n_tokens(chunk) != tileTokens) {
-        // LLaVA-1.6 any-resolution: an overview plus tiles, encoded one after the other.
-        throw CodedError("UNSUPPORTED_MODEL", "mtmd split the image into " + std::to_string(mtmd_input_chunk_get_n_tokens(chunk) / tileTokens) +
-                                                  " tiles (any-resolution); capture supports single-tile images so far (an image no larger "
-                                                  "than the mmproj's image_size stays one tile)");
-    }
 
     vc.capture.Begin(mode, vc.layout.featureLayerIndex);
     const int rc = mtmd_encode_chunk(vc.mtmd.get(), chunk);
