@@ -212,10 +212,9 @@ class MmprojCheck {
 
     const patchSize = this.inRange("clip.vision.patch_size", 2, MAX_IMAGE_SIZE);
     const imageSize = this.inRange("clip.vision.image_size", patchSize, MAX_IMAGE_SIZE, ` (at least patch_size ${patchSize})`);
-    if (imageSize % patchSize !== 0) {
-      this.invalid(`clip.vision.image_size ${imageSize} is not a multiple of clip.vision.patch_size ${patchSize}: the patch grid would not cover the image`);
-    }
-    const gridSide = imageSize / patchSize;
+    // The patch convolution drops what is left over (SigLIP-so400m-patch14-384: 384 px, 27x27 patches),
+    // so image_size need not be a multiple of patch_size; the position table must match the grid.
+    const gridSide = Math.floor(imageSize / patchSize);
     const tokens = gridSide * gridSide + 1;
     const attentionBytes = tokens * tokens * nHead * 4;
     if (attentionBytes > MAX_ATTENTION_BYTES) {

@@ -129,13 +129,16 @@ function corpus(): Variant[] {
   // Hyperparameters out of range, or disagreeing with the weights.
   v.push(
     u32("clip.vision.image_size", 3360), // 57,601 tokens: a 50 GB attention (crashed)
-    u32("clip.vision.image_size", 337), // not a multiple of the patch size (loaded silently)
+    // Not a multiple of the patch size (loaded silently before): like SigLIP-so400m-patch14-384 (384 px,
+    // 27x27 patches), the patch convolution drops the remainder; the grid is still 24x24.
+    written("clip.vision.image_size=337", { ok: "the patch grid is floor(337 / 14) = 24, which the position table matches" },
+      setKey(base, "clip.vision.image_size", kv.u32(337))),
     u32("clip.vision.image_size", 0),
     u32("clip.vision.image_size", 8400),
     u32("clip.vision.image_size", 168, "v.position_embd.weight"), // a valid grid, but the position table is for 336
     u32("clip.vision.patch_size", 1), // crashed (GGML_ASSERT)
     u32("clip.vision.patch_size", 7, "v.patch_embd.weight"), // crashed
-    u32("clip.vision.patch_size", 13), // crashed
+    u32("clip.vision.patch_size", 13, "v.patch_embd.weight"), // crashed
     u32("clip.vision.patch_size", 28, "v.patch_embd.weight"), // loaded silently
     u32("clip.vision.patch_size", 0),
     u32("clip.vision.attention.head_count", 1), // loaded silently
