@@ -11,19 +11,8 @@ import { LeanVisionError } from "@leanvision/core";
 
 /** GGUF metadata value types (the file's type ids). */
 export enum GgufValueType {
-  UINT8 = 0,
-  INT8 = 1,
-  UINT16 = 2,
-  INT16 = 3,
-  UINT32 = 4,
-  INT32 = 5,
-  FLOAT32 = 6,
-  BOOL = 7,
-  STRING = 8,
-  ARRAY = 9,
-  UINT64 = 10,
-  INT64 = 11,
-  FLOAT64 = 12,
+  UINT8 = 0, INT8 = 1, UINT16 = 2, INT16 = 3, UINT32 = 4, INT32 = 5, FLOAT32 = 6,
+  BOOL = 7, STRING = 8, ARRAY = 9, UINT64 = 10, INT64 = 11, FLOAT64 = 12,
 }
 
 export type GgufScalar = number | bigint | boolean | string;
@@ -37,21 +26,13 @@ export type GgufEntry =
  * The ggml tensor types LeanVision reads, with their block layout (ggml/src/ggml-common.h): float
  * types and the quantizations converters write for weights.
  */
-export const GGML_TYPES: Readonly<Record<number, { name: string; blockValues: number; blockBytes: number }>> = {
-  0: { name: "F32", blockValues: 1, blockBytes: 4 },
-  1: { name: "F16", blockValues: 1, blockBytes: 2 },
-  2: { name: "Q4_0", blockValues: 32, blockBytes: 18 },
-  3: { name: "Q4_1", blockValues: 32, blockBytes: 20 },
-  6: { name: "Q5_0", blockValues: 32, blockBytes: 22 },
-  7: { name: "Q5_1", blockValues: 32, blockBytes: 24 },
-  8: { name: "Q8_0", blockValues: 32, blockBytes: 34 },
-  10: { name: "Q2_K", blockValues: 256, blockBytes: 84 },
-  11: { name: "Q3_K", blockValues: 256, blockBytes: 110 },
-  12: { name: "Q4_K", blockValues: 256, blockBytes: 144 },
-  13: { name: "Q5_K", blockValues: 256, blockBytes: 176 },
-  14: { name: "Q6_K", blockValues: 256, blockBytes: 210 },
-  30: { name: "BF16", blockValues: 1, blockBytes: 2 },
-};
+export const GGML_TYPES: Readonly<Record<number, { name: string; blockValues: number; blockBytes: number }>> = Object.fromEntries(
+  ([ // [ggml type id, name, values per block, bytes per block]
+    [0, "F32", 1, 4], [1, "F16", 1, 2], [30, "BF16", 1, 2],
+    [2, "Q4_0", 32, 18], [3, "Q4_1", 32, 20], [6, "Q5_0", 32, 22], [7, "Q5_1", 32, 24], [8, "Q8_0", 32, 34],
+    [10, "Q2_K", 256, 84], [11, "Q3_K", 256, 110], [12, "Q4_K", 256, 144], [13, "Q5_K", 256, 176], [14, "Q6_K", 256, 210],
+  ] as const).map(([id, name, blockValues, blockBytes]) => [id, { name, blockValues, blockBytes }])
+);
 /** Quantizations ggml has (ggml.h, GGML_TYPE_COUNT = 43) that LeanVision does not read; other ids (integer types among them) are no weight type. */
 const OTHER_QUANT_TYPES = new Set([9, 15, 16, 17, 18, 19, 20, 21, 22, 23, 29, 34, 35, 39, 40, 41, 42]);
 

@@ -8,13 +8,13 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { getLlama, type Llama, type LlamaModel } from "node-llama-cpp";
-import { LeanVisionError } from "@leanvision/core";
 import { ensureLlavaGguf, GGUF_PROFILES, GgmlType, GgufValueType, imageTokenGrid, kv, mmprojFile, writeGguf } from "@leanvision/testkit";
 import type { GgufFile } from "@leanvision/testkit";
 import { VisionChatSession } from "../src/chat-session.js";
 import { inspectMmproj } from "../src/mmproj.js";
 import { loadNativeBinding } from "../src/native-binding.js";
 import { loadVisionModel } from "../src/vision-model.js";
+import { expectCode } from "./support/errors.js";
 
 let llama: Llama;
 let model: LlamaModel;
@@ -35,17 +35,6 @@ async function write(name: string, file: GgufFile): Promise<string> {
   const out = path.join(dir, name);
   await writeGguf(out, file);
   return out;
-}
-
-async function rejection(promise: Promise<unknown> | (() => unknown)): Promise<LeanVisionError> {
-  let error: unknown;
-  try {
-    await (typeof promise === "function" ? promise() : promise);
-  } catch (err) {
-    error = err;
-  }
-  expect(error).toBeInstanceOf(LeanVisionError);
-  return error as LeanVisionError;
 }
 
 /** 64x48 raw RGB: smaller than every tower's image size, so always one tile. */
@@ -80,7 +69,7 @@ describe("inspectMmproj", () => {
     expect(() => inspectMmproj(noPos)).toThrow(/lacks the tensor v\.position_embd\.weight \[128, 577\]/);
     const patch7 = await write("patch7.gguf", { ...base, metadata: base.metadata.map(([k, val]) => [k, k === "clip.vision.patch_size" ? kv.u32(7) : val] as const) });
     expect(() => inspectMmproj(patch7)).toThrow(/v\.patch_embd\.weight is \[14, 14, 3, 128\] but should be \[7, 7, 3, 128\]/);
-    expect((await rejection(() => inspectMmproj(patch7))).code).toBe("INVALID_MODEL");
+    await expectCode(() => inspectMmproj(patch7), "INVALID_MODEL");
   });
 });
 
@@ -99,8 +88,7 @@ describe("LLaVA-1.6 metadata (image_grid_pinpoints, v.image_newline)", () => {
       const out = await vision.encodeImage(SMALL_IMAGE);
       expect(out.reduced.numTokens).toBe(64);
       expect(out.embeddings.every(Number.isFinite)).toBe(true);
-      const tiled = await rejection(vision.encodeImage(LARGE_IMAGE));
-      expect(tiled.code).toBe("UNSUPPORTED_MODEL");
+      const tiled = await expectCode(vision.encodeImage(LARGE_IMAGE), "UNSUPPORTED_MODEL");
       expect(tiled.message).toMatch(/700x400 image into tiles/);
     } finally {
       vision.dispose();
@@ -123,12 +111,11 @@ describe("non-finite projector outputs", () => {
     const vision = await loadVisionModel({ llama, model, mmprojPath: nanProjector, reducer: "none", threads: 1 });
     try {
       for (const encode of [() => vision.encodeImage(SMALL_IMAGE), () => vision.encodeImageStock(SMALL_IMAGE)]) {
-        const err = await rejection(encode());
-        expect(err.code).toBe("NON_FINITE");
+        const err = await expectCode(encode(), "NON_FINITE");
         expect(err.message).toMatch(/produced NaN at token 0, dimension 0/);
       }
       vision.reducer = "pool:2";
-      expect((await rejection(vision.encodeImage(SMALL_IMAGE))).code).toBe("NON_FINITE");
+      await expectCode(vision.encodeImage(SMALL_IMAGE), "NON_FINITE");
     } finally {
       vision.dispose();
     }
@@ -139,8 +126,7 @@ describe("non-finite projector outputs", () => {
     const context = await model.createContext({ contextSize: 1024, threads: 1 });
     try {
       const session = new VisionChatSession({ contextSequence: context.getSequence(), vision });
-      const err = await rejection(session.prompt("What is this?", { images: [SMALL_IMAGE], maxTokens: 2 }));
-      expect(err.code).toBe("NON_FINITE");
+      await expectCode(session.prompt("What is this?", { images: [SMALL_IMAGE], maxTokens: 2 }), "NON_FINITE");
       expect(session.sequence.nextTokenIndex).toBe(0);
     } finally {
       await context.dispose();
@@ -155,19 +141,19 @@ describe("non-finite projector outputs", () => {
     try {
       const hidden = new Float32Array(2 * 128);
       hidden[200] = Number.POSITIVE_INFINITY;
-      expect((await rejection(() => binding.project(handle, hidden, 2))).code).toBe("NON_FINITE");
-      expect((await rejection(() => binding.project(handle, new Float32Array(3), 1))).code).toBe("INVALID_INPUT");
+      await expectCode(() => binding.project(handle, hidden, 2), "NON_FINITE");
+      await expectCode(() => binding.project(handle, new Float32Array(3), 1), "INVALID_INPUT");
       const ctx = (context as unknown as { _ctx: object })._ctx;
       const embd = new Float32Array(256).fill(Number.NaN);
-      const nonFinite = await rejection(() => binding.decodeEmbeddings(ctx, 0, 0, embd, 1, 256, 1));
-      expect(nonFinite).toMatchObject({ code: "NON_FINITE", message: expect.stringMatching(/decodeEmbeddings: embd has a non-finite value at row 0, column 0/) });
-      expect((await rejection(() => binding.decodeEmbeddings(ctx, 0, 0, new Float32Array(512), 1, 512, 1))).code).toBe("MMPROJ_MISMATCH");
-      expect((await rejection(() => binding.decodeEmbeddings(ctx, 0, 250, new Float32Array(2560), 10, 256, 1))).code).toBe("CONTEXT_OVERFLOW");
+      const nonFinite = await expectCode(() => binding.decodeEmbeddings(ctx, 0, 0, embd, 1, 256, 1), "NON_FINITE");
+      expect(nonFinite.message).toMatch(/decodeEmbeddings: embd has a non-finite value at row 0, column 0/);
+      await expectCode(() => binding.decodeEmbeddings(ctx, 0, 0, new Float32Array(512), 1, 512, 1), "MMPROJ_MISMATCH");
+      await expectCode(() => binding.decodeEmbeddings(ctx, 0, 250, new Float32Array(2560), 10, 256, 1), "CONTEXT_OVERFLOW");
     } finally {
       await context.dispose();
       binding.freeVisionContext(handle);
     }
-    expect((await rejection(() => binding.encodeStock(handle, SMALL_IMAGE.data, 64, 48))).code).toBe("DISPOSED");
+    await expectCode(() => binding.encodeStock(handle, SMALL_IMAGE.data, 64, 48), "DISPOSED");
   });
 });
 

@@ -8,6 +8,7 @@ const aliases = {
   "@leanvision/core": "packages/core/src/index.ts",
   "@leanvision/testkit": "packages/testkit/src/index.ts",
   "@leanvision/llama-adapter": "packages/llama-adapter/src/index.ts",
+  "@leanvision/llama-adapter/gguf": "packages/llama-adapter/src/gguf.ts",
 };
 // Imported on the first .ts file only: node-llama-cpp's binary self-test forks this process with the
 // same --import, and that fork loads no TypeScript.
