@@ -14,6 +14,7 @@ export default defineConfig({
       { find: /^@leanvision\/testkit$/, replacement: src("./packages/testkit/src/index.ts") },
       { find: /^@leanvision\/testkit\/(progress|mtmd-log)$/, replacement: src("./packages/testkit/src/gguf/$1.ts") },
       { find: /^@leanvision\/llama-adapter$/, replacement: src("./packages/llama-adapter/src/index.ts") },
+      { find: /^@leanvision\/llama-adapter\/gguf$/, replacement: src("./packages/llama-adapter/src/gguf.ts") },
       { find: /^@leanvision\/transformers-adapter$/, replacement: src("./packages/transformers-adapter/src/index.ts") }
     ]
   },

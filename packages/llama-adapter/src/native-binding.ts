@@ -1,4 +1,6 @@
-// Finds and loads the LeanVision native addon built for the node-llama-cpp binaries in use.
+// Finds and loads the LeanVision native addon built for the node-llama-cpp binaries in use, and
+// makes it a checked bridge: every mmproj is checked by src/mmproj.ts before the native side (and
+// llama.cpp) opens it, and every native error becomes a LeanVisionError.
 //
 // scripts/build-native.mjs links one addon per node-llama-cpp binaries directory (prebuilt CPU,
 // CUDA, Vulkan, or a local build) and records them in build/native/manifest.json. At run time the
@@ -10,25 +12,10 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { LeanVisionError } from "@leanvision/core";
 import { nodeLlamaCppVersion } from "../scripts/llama-source.mjs";
+import { inspectMmproj } from "./mmproj.js";
+import type { VisionContextInfo } from "./mmproj.js";
 
-/** What the mmproj declares (checked before llama.cpp loads it). */
-export interface VisionContextInfo {
-  projectorType: string;
-  imageSize: number;
-  patchSize: number;
-  /** Hidden size of the vision encoder (the projector's input). */
-  hiddenDim: number;
-  heads: number;
-  /** Output size of the projector; must equal the language model's n_embd. */
-  projectionDim: number;
-  hasCls: boolean;
-  gridRows: number;
-  gridCols: number;
-  /** Encoder layers in the file (the llava graph runs one fewer). */
-  layers: number;
-  /** Index of the last encoder layer run, whose attention and keys are captured. */
-  featureLayerIndex: number;
-}
+export type { VisionContextInfo } from "./mmproj.js";
 
 /** Opaque handle of a native vision context. */
 export interface VisionContextHandle {
@@ -66,20 +53,34 @@ export type DecodeEmbeddings = (
   batchSize: number
 ) => Promise<number>;
 
+export interface VisionContextOptions {
+  nThreads: number;
+  useGpu: boolean;
+  flashAttention?: boolean;
+}
+
+/** Every function throws or rejects with LeanVisionError. */
 export interface NativeBinding {
   /**
-   * Validates and loads an mmproj. Flash attention stays off (capture needs the attention softmax)
-   * unless `flashAttention` is true, which gives mtmd's default for a context used only by encodeStock.
+   * Checks the mmproj completely (src/mmproj.ts: INVALID_INPUT, INVALID_MODEL, UNSUPPORTED_MODEL),
+   * then loads it. Flash attention stays off (capture needs the attention softmax) unless
+   * `flashAttention` is true, which gives mtmd's default for a context used only by encodeStock.
    */
-  createVisionContext(mmprojPath: string, opts: { nThreads: number; useGpu: boolean; flashAttention?: boolean }): VisionContextHandle;
+  createVisionContext(mmprojPath: string, opts: VisionContextOptions): VisionContextHandle;
+  /** Capture of one single-tile image; NON_FINITE never comes from here (the reducers and project check). */
   encode(handle: VisionContextHandle, rgb: Uint8Array, width: number, height: number, opts: { capture: boolean }): Promise<NativeVisionFeatures>;
-  /** mtmd's own output embeddings for the image, [tokens x projectionDim]. */
+  /** mtmd's own output embeddings for the image, [tokens x projectionDim]; NON_FINITE if any is NaN or infinite. */
   encodeStock(handle: VisionContextHandle, rgb: Uint8Array, width: number, height: number): Promise<Float32Array>;
-  /** The mmproj's projector on [numTokens x hiddenDim] rows, natively. */
+  /** The mmproj's projector on [numTokens x hiddenDim] rows, natively; NON_FINITE for a non-finite input or output. */
   project(handle: VisionContextHandle, hidden: Float32Array, numTokens: number): Promise<Float32Array>;
   freeVisionContext(handle: VisionContextHandle): void;
   /** From inject.cpp: decodes embedding rows into a node-llama-cpp context's sequence. */
   decodeEmbeddings: DecodeEmbeddings;
+}
+
+/** The addon's own exports (src/native/*.cpp): errors carry a string `code`; the mmproj layout comes from src/mmproj.ts. */
+interface NativeAddon extends Omit<NativeBinding, "createVisionContext"> {
+  createVisionContext(mmprojPath: string, layout: VisionContextInfo, opts: VisionContextOptions): { native: unknown };
 }
 
 interface Manifest {
@@ -119,12 +120,41 @@ export function loadNativeBinding(): NativeBinding {
     );
   }
   if (!existsSync(entry.addon)) throw nativeError(`${entry.addon} is missing; run: node ${buildScript}`);
+  let addon: NativeAddon;
   try {
-    loaded = createRequire(import.meta.url)(entry.addon) as NativeBinding;
+    addon = createRequire(import.meta.url)(entry.addon) as NativeAddon;
   } catch (err) {
     throw nativeError(`cannot load ${entry.addon} (${(err as Error).message}); rebuild it: node ${buildScript}`, err);
   }
+  loaded = checkedBinding(addon);
   return loaded;
+}
+
+/** The addon behind the NativeBinding contract: mmprojs checked first, errors typed. */
+function checkedBinding(addon: NativeAddon): NativeBinding {
+  return {
+    createVisionContext: typed((mmprojPath: string, opts: VisionContextOptions) => {
+      const info = inspectMmproj(mmprojPath);
+      return { native: addon.createVisionContext(mmprojPath, info, opts).native, info };
+    }),
+    encode: typed(addon.encode),
+    encodeStock: typed(addon.encodeStock),
+    project: typed(addon.project),
+    freeVisionContext: typed(addon.freeVisionContext),
+    decodeEmbeddings: typed(addon.decodeEmbeddings),
+  };
+}
+
+/** `fn` with its synchronous throws and its promise's rejections passed through toLeanVisionError. */
+function typed<A extends unknown[], R>(fn: (...args: A) => R): (...args: A) => R {
+  return (...args: A): R => {
+    try {
+      const result = fn(...args);
+      return (result instanceof Promise ? result.catch((err: unknown) => Promise.reject(toLeanVisionError(err))) : result) as R;
+    } catch (err) {
+      throw toLeanVisionError(err);
+    }
+  };
 }
 
 /** Real path of the libllama shared object loaded in this process, or undefined. */

@@ -5,10 +5,10 @@ import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { getLlama, type Llama, type LlamaModel } from "node-llama-cpp";
-import { LeanVisionError } from "@leanvision/core";
 import { GGUF_PROFILES, ensureLlavaGguf, kv, mmprojFile, sampleImagePath, writeGguf } from "@leanvision/testkit";
 import sharp from "sharp";
 import { decodeImage, loadVisionModel, type LlamaVisionModel } from "../src/vision-model.js";
+import { expectCode } from "./support/errors.js";
 
 let llama: Llama;
 let model: LlamaModel;
@@ -28,18 +28,6 @@ afterAll(async () => {
   vision?.dispose();
   await model?.dispose();
 });
-
-async function expectCode(promise: Promise<unknown> | (() => unknown), code: string): Promise<LeanVisionError> {
-  let error: unknown;
-  try {
-    await (typeof promise === "function" ? promise() : promise);
-  } catch (err) {
-    error = err;
-  }
-  expect(error).toBeInstanceOf(LeanVisionError);
-  expect((error as LeanVisionError).code).toBe(code);
-  return error as LeanVisionError;
-}
 
 function maxAbsDiff(a: Float32Array, b: Float32Array): number {
   let max = 0;
@@ -181,7 +169,7 @@ describe("loading", () => {
       await expectCode(loadVisionModel({ llama, model, mmprojPath: notGguf }), "INVALID_INPUT");
       const truncated = path.join(dir, "t.gguf");
       writeFileSync(truncated, readFileSync(mmprojPath).subarray(0, 4096));
-      await expectCode(loadVisionModel({ llama, model, mmprojPath: truncated }), "INVALID_INPUT");
+      await expectCode(loadVisionModel({ llama, model, mmprojPath: truncated }), "INVALID_MODEL");
       const lm = (await ensureLlavaGguf("tiny")).modelPath;
       const err = await expectCode(loadVisionModel({ llama, model, mmprojPath: lm }), "INVALID_INPUT");
       expect(err.message).toMatch(/not a vision mmproj/);

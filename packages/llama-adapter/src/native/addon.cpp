@@ -3,10 +3,8 @@
 // shared libraries it links to are the instances node-llama-cpp already loaded.
 #include <napi.h>
 
+#include "inject.h"
 #include "vision.h"
-
-// Defined in inject.cpp.
-void RegisterInject(Napi::Env env, Napi::Object exports);
 
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
     RegisterVision(env, exports);

@@ -1,5 +1,6 @@
 #pragma once
 #include <napi.h>
 
-// Registers createVisionContext, encode, encodeStock, project, freeVisionContext and visionInfo.
+// Registers the vision stage's N-API functions (vision.cpp): createVisionContext, encode,
+// encodeStock, project and freeVisionContext.
 void RegisterVision(Napi::Env env, Napi::Object exports);

@@ -4,24 +4,11 @@
 import { open } from "node:fs/promises";
 import os from "node:os";
 import { LeanVisionError } from "@leanvision/core";
+import { GgufValueType } from "@leanvision/llama-adapter/gguf";
 import { encodeValues, fillRandomBlocks, GGML_BLOCK, ggmlByteSize, GgmlType, Prng } from "./numeric.js";
 
-/** GGUF metadata value types (values are the file's type ids). */
-export enum GgufValueType {
-  UINT8 = 0,
-  INT8 = 1,
-  UINT16 = 2,
-  INT16 = 3,
-  UINT32 = 4,
-  INT32 = 5,
-  FLOAT32 = 6,
-  BOOL = 7,
-  STRING = 8,
-  ARRAY = 9,
-  UINT64 = 10,
-  INT64 = 11,
-  FLOAT64 = 12,
-}
+/** GGUF metadata value types (the file's type ids), as the llama adapter's GGUF reader defines them. */
+export { GgufValueType };
 
 export type GgufScalar = number | bigint | boolean | string;
 export interface GgufArray {

@@ -1,0 +1,112 @@
+#include "encode.h"
+
+#include <cstdio>
+#include <cstdlib>
+
+namespace leanvision {
+
+namespace {
+
+// mtmd/clip log through one callback; keep the last error line so failures can say why, and stay
+// quiet otherwise (LEANVISION_NATIVE_LOG=1 prints everything).
+std::mutex logMutex;
+std::string lastLoggedError;
+
+void OnLog(ggml_log_level level, const char * text, void *) {
+    static const bool verbose = std::getenv("LEANVISION_NATIVE_LOG") != nullptr;
+    if (verbose) fputs(text, stderr);
+    if (level == GGML_LOG_LEVEL_ERROR) {
+        std::lock_guard<std::mutex> lock(logMutex);
+        lastLoggedError = text;
+        while (!lastLoggedError.empty() && (lastLoggedError.back() == '\n' || lastLoggedError.back() == ' ')) lastLoggedError.pop_back();
+    }
+}
+
+std::string TakeLastError() {
+    std::lock_guard<std::mutex> lock(logMutex);
+    std::string s = lastLoggedError.empty() ? "no detail logged" : lastLoggedError;
+    lastLoggedError.clear();
+    return s;
+}
+
+// Checks what the capture saw against the mmproj's layout.
+void CheckCapture(const VisionContext & vc, CaptureMode mode, const Capture & c) {
+    if (c.hidden.empty()) throw CodedError("ENCODE_FAILED", "the projector input was not seen during the encode (unexpected graph)");
+    if (mode == CaptureMode::Full) {
+        if (c.keys.empty()) throw CodedError("ENCODE_FAILED", "the feature layer's keys (" + c.keyName + ") were not seen during the encode");
+        if (c.deepestKeyLayer != vc.layout.featureLayerIndex) {
+            throw CodedError("UNSUPPORTED_MODEL", "the graph runs encoder layers up to " + std::to_string(c.deepestKeyLayer) +
+                                                      " but the mmproj's metadata says " + std::to_string(vc.layout.featureLayerIndex));
+        }
+        if (c.attention.size() != (size_t)c.heads * c.numTokens * c.numTokens) {
+            throw CodedError("ENCODE_FAILED", "the feature layer's attention was not captured (is flash attention on?)");
+        }
+    }
+    const int patches = c.numTokens - (vc.layout.hasCls ? 1 : 0);
+    if (patches != vc.layout.gridRows * vc.layout.gridCols) {
+        throw CodedError("GRID_MISMATCH", "the encoder produced " + std::to_string(patches) + " patch tokens, not the " +
+                                               std::to_string(vc.layout.gridRows) + "x" + std::to_string(vc.layout.gridCols) + " grid");
+    }
+}
+
+}  // namespace
+
+void VisionContext::Release() {
+    mtmd.reset();
+    projector.Release();
+    freed = true;
+}
+
+void InitMtmd(VisionContext & vc, const std::string & path, int nThreads, bool useGpu, bool flashAttention) {
+    mtmd_log_set(OnLog, nullptr);
+    mtmd_context_params params = mtmd_context_params_default();
+    params.use_gpu = useGpu;
+    params.print_timings = false;
+    params.n_threads = nThreads;
+    params.warmup = false;
+    // The attention softmax only exists without flash attention; `flashAttention: true` gives mtmd's
+    // default (auto) for a stock-only context, e.g. to measure what capture costs against it.
+    params.flash_attn_type = flashAttention ? LLAMA_FLASH_ATTN_TYPE_AUTO : LLAMA_FLASH_ATTN_TYPE_DISABLED;
+    params.cb_eval = OnEval;
+    params.cb_eval_user_data = &vc.capture;
+    vc.mtmd.reset(mtmd_init_from_file(path.c_str(), nullptr, params));
+    if (!vc.mtmd) throw CodedError("INVALID_MODEL", "llama.cpp could not load the mmproj " + path + ": " + TakeLastError());
+    if (!mtmd_support_vision(vc.mtmd.get())) throw CodedError("UNSUPPORTED_MODEL", path + " has no vision encoder");
+}
+
+void Encode(VisionContext & vc, const std::vector<uint8_t> & rgb, int width, int height, CaptureMode mode, EncodeResult & out) {
+    mtmd::bitmap bitmap(width, height, rgb.data());
+    mtmd::input_chunks chunks(mtmd_input_chunks_init());
+    mtmd_input_part part = {nullptr, bitmap.ptr.get()};
+    const mtmd_input_part * parts[1] = {&part};
+    if (mtmd_tokenize_from_parts(vc.mtmd.get(), chunks.ptr.get(), parts, 1, false) != 0) {
+        throw CodedError("IMAGE_DECODE", "mtmd could not preprocess the image: " + TakeLastError());
+    }
+    // LLaVA-1.6 any-resolution splits a large image into an overview and tiles.
+    const size_t tileTokens = (size_t)vc.layout.gridRows * vc.layout.gridCols;
+    if (chunks.size() != 1 || mtmd_input_chunk_get_type(chunks[0]) != MTMD_INPUT_CHUNK_TYPE_IMAGE ||
+        (mode != CaptureMode::None && mtmd_input_chunk_get_n_tokens(chunks[0]) != tileTokens)) {
+        throw CodedError("UNSUPPORTED_MODEL", "mtmd split the " + std::to_string(width) + "x" + std::to_string(height) +
+                                                  " image into tiles (any-resolution); LeanVision encodes single-tile images so far "
+                                                  "(an image no larger than the mmproj's image_size stays one tile)");
+    }
+    const mtmd_input_chunk * chunk = chunks[0];
+
+    vc.capture.Begin(mode, vc.layout.featureLayerIndex);
+    const int rc = mtmd_encode_chunk(vc.mtmd.get(), chunk);
+    out.capture = std::move(vc.capture);
+    vc.capture = Capture();
+    if (rc != 0) throw CodedError("ENCODE_FAILED", "mtmd_encode_chunk failed: " + TakeLastError());
+    if (!out.capture.error.empty()) throw CodedError("ENCODE_FAILED", out.capture.error);
+
+    out.stockTokens = (int)mtmd_input_chunk_get_n_tokens(chunk);
+    if (mode == CaptureMode::None) {
+        const float * embd = mtmd_get_output_embd(vc.mtmd.get());
+        out.stock.assign(embd, embd + (size_t)out.stockTokens * vc.layout.projectionDim);
+        CheckEmbeddingsFinite(out.stock, vc.layout.projectionDim, "mtmd's vision encoder");
+        return;
+    }
+    CheckCapture(vc, mode, out.capture);
+}
+
+}  // namespace leanvision

@@ -1,0 +1,42 @@
+// Encode: one image through llama.cpp's mtmd vision graph, with the feature layer captured (capture.h)
+// or mtmd's own output embeddings kept (stock).
+#pragma once
+
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "capture.h"
+#include "mmproj.h"
+#include "mtmd.h"
+#include "projector.h"
+
+namespace leanvision {
+
+// A loaded mmproj: mtmd's context plus the native projector. Owned by the JS handle (vision.cpp).
+struct VisionContext {
+    std::mutex mutex;  // one encode/project at a time; Release() waits for it
+    bool freed = false;
+    mtmd::context_ptr mtmd;
+    VisionLayout layout;  // from src/mmproj.ts, checked against the projector's tensors
+    Capture capture;  // cb_eval's user data
+    Projector projector;
+
+    // Frees the native memory now (the handle may outlive it); later calls fail with DISPOSED.
+    void Release();
+};
+
+// Loads `path` into mtmd (flash attention off unless `flashAttention`, so the attention softmax exists).
+void InitMtmd(VisionContext & vc, const std::string & path, int nThreads, bool useGpu, bool flashAttention);
+
+struct EncodeResult {
+    Capture capture;
+    std::vector<float> stock;  // mtmd's own output embeddings (CaptureMode::None)
+    int stockTokens = 0;
+};
+
+// Encodes packed RGB pixels. Caller holds vc.mutex.
+void Encode(VisionContext & vc, const std::vector<uint8_t> & rgb, int width, int height, CaptureMode mode, EncodeResult & out);
+
+}  // namespace leanvision

@@ -1,0 +1,37 @@
+// Projector: the mmproj's LLaVA `mlp` projector (mm.0 -> GELU -> mm.2), run natively with ggml on
+// whichever tokens a reducer kept. Same ops as llama.cpp's llava graph, on weights loaded from the
+// same file.
+#pragma once
+
+#include <vector>
+
+#include "ggml-cpp.h"
+#include "mmproj.h"
+
+namespace leanvision {
+
+struct Projector {
+    // Declared in release order reversed: the buffer is freed first, the backend last.
+    ggml_backend_ptr backend;
+    ggml_context_ptr weights;
+    ggml_backend_buffer_ptr buffer;
+    ggml_tensor *w0 = nullptr, *b0 = nullptr, *w2 = nullptr, *b2 = nullptr;
+    int nThreads = 1;
+
+    int InputDim() const { return (int)w0->ne[0]; }
+    int OutputDim() const { return (int)w2->ne[1]; }
+    void Release();
+};
+
+// Loads mm.0 / mm.2 of `f` (checked by CheckProjectorTensors) onto a GPU backend when `useGpu` and
+// one is loaded, else the CPU.
+void LoadProjector(const GgufFile & f, bool useGpu, int nThreads, Projector & p);
+
+// [numTokens x InputDim()] -> [numTokens x OutputDim()]; NON_FINITE if an output is NaN or infinite.
+std::vector<float> RunProjector(const Projector & p, const float * hidden, int numTokens);
+
+// NON_FINITE naming the first NaN or infinity in `embeddings` ([n x rowLength]), a projector's output;
+// `source` names who produced it.
+void CheckEmbeddingsFinite(const std::vector<float> & embeddings, int rowLength, const char * source);
+
+}  // namespace leanvision
