@@ -27,19 +27,19 @@ export function checkFeatures(f: VisionFeatures, reducer: string): void {
   }
 }
 
-/** Throws MISSING_ATTENTION unless the feature layer's attention probabilities are present. */
-export function checkAttention(f: VisionFeatures, reducer: string): asserts f is VisionFeatures & {
-  attention: Float32Array;
-  heads: number;
-} {
+/** Throws MISSING_ATTENTION unless the feature layer's attention (or the scores computed from it) is present. */
+export function checkAttention(f: VisionFeatures, reducer: string): asserts f is VisionFeatures & (
+  | { attention: Float32Array; heads: number }
+  | { attention: undefined; attentionScores: Float32Array }
+) {
   const expected = (f.heads ?? 0) * f.numTokens * f.numTokens;
-  if (!(f.attention instanceof Float32Array) || !isCount(f.heads) || f.attention.length !== expected) {
-    throw new LeanVisionError(
-      "MISSING_ATTENTION",
-      `${reducer} needs the feature layer's attention: set attention ([heads x numTokens x numTokens] ` +
-        `softmax probabilities) and heads. Capture it with the encoder's flash attention disabled.`
-    );
-  }
+  if (f.attention instanceof Float32Array && isCount(f.heads) && f.attention.length === expected) return;
+  if (f.attention === undefined && f.attentionScores instanceof Float32Array && f.attentionScores.length === f.numTokens) return;
+  throw new LeanVisionError(
+    "MISSING_ATTENTION",
+    `${reducer} needs the feature layer's attention: set attention ([heads x numTokens x numTokens] ` +
+      `softmax probabilities, captured with the encoder's flash attention disabled) and heads, or attentionScores ([numTokens], see VisionFeatures).`
+  );
 }
 
 /** Throws MISSING_KEYS unless the feature layer's head-averaged keys are present. */

@@ -14,6 +14,13 @@ export interface VisionFeatures {
   /** [heads x numTokens x numTokens] softmax probabilities of the feature layer. */
   attention?: Float32Array;
   heads?: number;
+  /**
+   * [numTokens] what VisionZip ranks by, when the runtime computes it instead of handing over the
+   * whole attention: with CLS, the CLS query's attention to each token summed over heads; without
+   * CLS, the attention each token receives summed (or averaged) over heads and queries. Any positive
+   * common scale. Used when `attention` is absent.
+   */
+  attentionScores?: Float32Array;
   /** [numTokens x keyDim] keys of the feature layer, averaged over heads. */
   keys?: Float32Array;
   keyDim?: number;

@@ -78,24 +78,32 @@ function rankPatches(f: VisionFeatures, reducer: string): PatchRanking {
   checkAttention(f, reducer);
   const n = f.numTokens;
   const cls = f.clsIndex;
-  const { attention, heads } = f;
   // Attention each token receives from the scoring queries, summed over heads.
   const received = new Float64Array(n);
-  if (cls !== null) {
-    for (let h = 0; h < heads; h++) {
-      const row = (h * n + cls) * n;
-      for (let t = 0; t < n; t++) received[t] += attention[row + t];
-    }
+  let perQuery = 1;
+  if (f.attention === undefined) {
+    // Computed by the runtime (e.g. from the feature layer's queries and keys, flash attention on).
+    const scores = f.attentionScores;
+    for (let t = 0; t < n; t++) received[t] = scores[t];
+    for (let t = 0; t < n; t++) if (received[t] * 0 !== 0) throw nonFiniteError(reducer, "attention", received[t], `attentionScores[${t}]`);
   } else {
-    columnSums(attention, heads * n, n, received);
-  }
-  // Every attention value read went into one of these sums: a NaN or ±Infinity shows up here.
-  for (let t = 0; t < n; t++) {
-    if (received[t] * 0 !== 0) throw attentionError(f, t, reducer);
+    const { attention, heads } = f;
+    if (cls !== null) {
+      for (let h = 0; h < heads; h++) {
+        const row = (h * n + cls) * n;
+        for (let t = 0; t < n; t++) received[t] += attention[row + t];
+      }
+    } else {
+      columnSums(attention, heads * n, n, received);
+      perQuery = 1 / (heads * n);
+    }
+    // Every attention value read went into one of these sums: a NaN or ±Infinity shows up here.
+    for (let t = 0; t < n; t++) {
+      if (received[t] * 0 !== 0) throw attentionError(f, t, reducer);
+    }
   }
 
   const scores = new Float64Array(n - (cls === null ? 0 : 1));
-  const perQuery = cls === null ? 1 / (heads * n) : 1;
   for (let p = 0; p < scores.length; p++) scores[p] = received[patchToken(p, cls)] * perQuery;
   return { scores, sorted: scores.slice().sort(), hasCls: cls !== null };
 }

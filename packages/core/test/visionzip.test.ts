@@ -159,3 +159,23 @@ describe("visionZip input errors", () => {
     expectError(() => visionZip(good(), undefined as never), "INVALID_OPTIONS");
   });
 });
+
+describe("visionZip from runtime-computed attention scores", () => {
+  it.each([0, 1, 2])("selects and merges exactly as from the full attention (golden case %i)", (i) => {
+    const f = toFeatures(loadGolden().visionzip[i].features);
+    const n = f.numTokens;
+    const scores = new Float32Array(n);
+    for (let h = 0; h < f.heads!; h++) {
+      for (let q = 0; q < n; q++) {
+        if (f.clsIndex !== null && q !== f.clsIndex) continue;
+        for (let t = 0; t < n; t++) scores[t] += f.attention![(h * n + q) * n + t];
+      }
+    }
+    const { attention, ...rest } = f;
+    const fromScores = visionZip({ ...rest, attentionScores: scores }, { dominant: 6, contextual: 3 });
+    const fromAttention = visionZip(f, { dominant: 6, contextual: 3 });
+    expect(fromScores.provenance).toEqual(fromAttention.provenance);
+    expect(fromScores.hidden).toEqual(fromAttention.hidden);
+    expectError(() => visionZip({ ...rest, attentionScores: scores.subarray(1) }, { dominant: 6, contextual: 3 }), "MISSING_ATTENTION");
+  });
+});
