@@ -11,18 +11,25 @@ import { measurePromptEval } from "./gguf/prompt-speed.js";
 
 // The ONNX factory lives beside this one; it is looked up at run time so this CLI works with or without it.
 interface OnnxFactory {
-  ensureLlavaOnnx(profile: string, opts: { cacheDir?: string; onProgress?: (done: number, total: number) => void }): Promise<{ profile: string; dir: string }>;
+  ensureLlavaOnnx(
+    profile: string,
+    opts: { cacheDir?: string; onProgress?: (done: number, total: number) => void; dtypes?: string[] }
+  ): Promise<{ profile: string; dir: string }>;
   ONNX_PROFILES: Record<string, unknown>;
 }
 
-const USAGE = `Usage: pnpm --filter @leanvision/testkit make <profile...> [--out dir] [--onnx] [--check] [--bench] [--threads n]
+/** ONNX profiles whose names no GGUF profile shares, so they need no --onnx. */
+const ONNX_ONLY = ["llava-1.5-7b-shaped", "tiny-onevision", "tiny-nanollava", "onevision-0.5b-shaped"];
+
+const USAGE = `Usage: pnpm --filter @leanvision/testkit make <profile...> [--out dir] [--onnx] [--dtypes list] [--check] [--bench] [--threads n]
 
   GGUF profiles (llama.cpp / node-llama-cpp): ${Object.keys(GGUF_PROFILES).join(", ")}
-  ONNX profiles (transformers.js, with --onnx): tiny, llava-1.5-7b-shaped
+  ONNX profiles (transformers.js): tiny (with --onnx), ${ONNX_ONLY.join(", ")}
   mtmd-cli        build stock llama.cpp's llama-mtmd-cli from node-llama-cpp's bundled source
 
   --out dir       cache directory (default $LEANVISION_CACHE_DIR or ~/.cache/leanvision)
   --onnx          write the transformers.js ONNX layout instead of GGUF
+  --dtypes list   SigLIP ONNX profiles: dtypes to write, e.g. fp32,fp16,q4 (default: the profile's)
   --check         run llama-mtmd-cli on each GGUF pair with the sample image and print the token count
   --bench         measure the language model's prompt evaluation in node-llama-cpp: a LLaVA prompt
                   with all image tokens + 40 text tokens, and one with 64 image tokens + 40
@@ -30,7 +37,7 @@ const USAGE = `Usage: pnpm --filter @leanvision/testkit make <profile...> [--out
   --runs n        timed runs per prompt length for --bench (default 3; the median is printed)
 `;
 
-interface Args { profiles: string[]; out?: string; onnx: boolean; check: boolean; bench: boolean; threads?: number; runs?: number }
+interface Args { profiles: string[]; out?: string; onnx: boolean; check: boolean; bench: boolean; threads?: number; runs?: number; dtypes?: string[] }
 
 function parseArgs(argv: string[]): Args {
   const args: Args = { profiles: [], onnx: false, check: false, bench: false };
@@ -46,6 +53,13 @@ function parseArgs(argv: string[]): Args {
       if (!Number.isInteger(value) || value < 1) throw new LeanVisionError("INVALID_INPUT", `${a} needs a positive integer`);
       if (a === "--threads") args.threads = value;
       else args.runs = value;
+    } else if (a === "--dtypes") {
+      const value = argv[++i] ?? "";
+      const dtypes = value.split(",").filter(Boolean);
+      if (!dtypes.length || dtypes.some((d) => !["fp32", "fp16", "q4"].includes(d))) {
+        throw new LeanVisionError("INVALID_INPUT", `--dtypes needs a comma-separated list of fp32, fp16, q4 (got "${value}")`);
+      }
+      args.dtypes = dtypes;
     } else if (a === "--onnx") args.onnx = true;
     else if (a === "--bench") args.bench = true;
     else if (a === "--check") args.check = true;
@@ -94,7 +108,11 @@ async function makeOnnx(profile: string, args: Args): Promise<void> {
     throw new LeanVisionError("INVALID_INPUT", `Unknown ONNX profile "${profile}"; use one of: ${Object.keys(onnx.ONNX_PROFILES).join(", ")}`);
   }
   const started = performance.now();
-  const result = await onnx.ensureLlavaOnnx(profile, { cacheDir: args.out, onProgress: progressBar(`writing ${profile} (onnx)`, { unit: "steps" }) });
+  const result = await onnx.ensureLlavaOnnx(profile, {
+    cacheDir: args.out,
+    dtypes: args.dtypes,
+    onProgress: progressBar(`writing ${profile} (onnx)`, { unit: "steps" })
+  });
   console.log(`${profile} (onnx): ${result.dir} (${((performance.now() - started) / 1000).toFixed(1)} s)`);
 }
 
@@ -108,7 +126,7 @@ async function main(): Promise<void> {
     if (profile === "mtmd-cli") {
       const binary = await ensureMtmdCli({ cacheDir: args.out, onLog: (line) => process.stderr.write(`[build] ${line}\n`) });
       console.log(`llama-mtmd-cli: ${binary}`);
-    } else if (args.onnx || (profile === "llava-1.5-7b-shaped")) {
+    } else if (args.onnx || ONNX_ONLY.includes(profile)) {
       await makeOnnx(profile, args);
     } else {
       await makeGguf(profile, args);

@@ -19,15 +19,18 @@ export type OnnxDtype = "fp32" | "fp16" | "q4";
 /** File suffix transformers.js appends per dtype (its utils/dtypes.js). */
 export const DTYPE_SUFFIX: Record<OnnxDtype, string> = { fp32: "", fp16: "_fp16", q4: "_q4" };
 
-/** The float values of a float32 or float16 initializer (copied; raw data may be unaligned). */
+/** The float values of a float32 or float16 initializer (copied: raw data may be an unaligned view, e.g. a decoded Buffer). */
 export function tensorFloats(t: Tensor): Float32Array {
+  const copy = (raw: Uint8Array) => new Uint8Array(raw).buffer; // a fresh buffer of exactly these bytes
   if (t.dataType === FLOAT) {
-    if (t.rawData?.length) return new Float32Array(t.rawData.slice().buffer);
+    if (t.rawData?.length) return new Float32Array(copy(t.rawData));
     return Float32Array.from(t.floatData ?? []);
   }
   if (t.dataType === FLOAT16 && t.rawData?.length) {
-    const bits = new Uint16Array(t.rawData.slice().buffer);
-    return Float32Array.from(bits, (h) => f16ToF32(h));
+    const bits = new Uint16Array(copy(t.rawData));
+    const out = new Float32Array(bits.length);
+    for (let i = 0; i < bits.length; i++) out[i] = f16ToF32(bits[i]);
+    return out;
   }
   throw new Error(`tensorFloats: unsupported tensor type ${t.dataType}`);
 }
