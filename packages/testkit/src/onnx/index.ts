@@ -96,7 +96,7 @@ export const ONNX_PROFILES = {
 /** Bumped whenever the generated files change, so stale caches are rebuilt. */
 const FORMAT_VERSION = 2;
 /** The same for the SigLIP + Qwen2 profiles. */
-const SIGLIP_FORMAT_VERSION = 1;
+const SIGLIP_FORMAT_VERSION = 2;
 
 function defaultCacheDir(): string {
   return process.env.LEANVISION_CACHE_DIR ?? path.join(os.homedir(), ".cache", "leanvision");
@@ -254,10 +254,12 @@ async function writeSiglipLlava(
   const names = onevision ? { model: "language_model.model", lmHead: "language_model.lm_head" } : { model: "model", lmHead: "lm_head" };
   const language: LanguageShape = { ...spec.language, vocab: tok.vocabSize, names };
   // One graph at a time (the full-size vision tower is 1.6 GB of float32), each written in every dtype.
+  // Seeds differ per layout, so the two tiny profiles are different models.
+  const seed = onevision ? 1 : 11;
   const graphs: Array<[string, () => { toModel(name: string): OnnxModel }]> = [
-    ["vision_encoder", () => buildSiglipEncoder(vision, spec.family, 1)],
-    ["embed_tokens", () => embedTokensGraph(language, 2)],
-    ["decoder_model_merged", () => decoderGraph(language, 3)]
+    ["vision_encoder", () => buildSiglipEncoder(vision, spec.family, seed)],
+    ["embed_tokens", () => embedTokensGraph(language, seed + 1)],
+    ["decoder_model_merged", () => decoderGraph(language, seed + 2)]
   ];
   for (const [name, build] of graphs) {
     const model = build().toModel(name);
