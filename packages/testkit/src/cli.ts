@@ -29,7 +29,7 @@ const USAGE = `Usage: pnpm --filter @leanvision/testkit make <profile...> [--out
 
   --out dir       cache directory (default $LEANVISION_CACHE_DIR or ~/.cache/leanvision)
   --onnx          write the transformers.js ONNX layout instead of GGUF
-  --dtypes list   SigLIP ONNX profiles: dtypes to write, e.g. fp32,fp16,q4 (default: the profile's)
+  --dtypes list   SigLIP ONNX profiles: dtypes to write, e.g. fp32,fp16,q4,q8 (default: the profile's)
   --check         run llama-mtmd-cli on each GGUF pair with the sample image and print the token count
   --bench         measure the language model's prompt evaluation in node-llama-cpp: a LLaVA prompt
                   with all image tokens + 40 text tokens, and one with 64 image tokens + 40
@@ -56,8 +56,8 @@ function parseArgs(argv: string[]): Args {
     } else if (a === "--dtypes") {
       const value = argv[++i] ?? "";
       const dtypes = value.split(",").filter(Boolean);
-      if (!dtypes.length || dtypes.some((d) => !["fp32", "fp16", "q4"].includes(d))) {
-        throw new LeanVisionError("INVALID_INPUT", `--dtypes needs a comma-separated list of fp32, fp16, q4 (got "${value}")`);
+      if (!dtypes.length || dtypes.some((d) => !["fp32", "fp16", "q4", "q8"].includes(d))) {
+        throw new LeanVisionError("INVALID_INPUT", `--dtypes needs a comma-separated list of fp32, fp16, q4, q8 (got "${value}")`);
       }
       args.dtypes = dtypes;
     } else if (a === "--onnx") args.onnx = true;

@@ -7,7 +7,7 @@ import os from "node:os";
 import path from "node:path";
 import onnxProto from "onnx-proto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { dequantizeBlockwise4, ensureLlavaOnnx, ONNX_PROFILES, quantizeBlockwise4, tensorFloats } from "../src/onnx/index.js";
+import { dequantizeBlockwise4, ensureLlavaOnnx, ONNX_PROFILES, quantize8, quantizeBlockwise4, tensorFloats } from "../src/onnx/index.js";
 
 const { onnx } = onnxProto;
 const DT = onnx.TensorProto.DataType;
@@ -40,7 +40,7 @@ beforeAll(async () => {
 });
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
-const ONNX_FILES = ["vision_encoder", "embed_tokens", "decoder_model_merged"].flatMap((g) => ["", "_fp16", "_q4"].map((s) => `${g}${s}.onnx`)).sort();
+const ONNX_FILES = ["vision_encoder", "embed_tokens", "decoder_model_merged"].flatMap((g) => ["", "_fp16", "_q4", "_quantized"].map((s) => `${g}${s}.onnx`)).sort();
 
 describe("file layouts", () => {
   it("tiny-onevision has llava-hf/llava-onevision-qwen2-0.5b-ov-hf's files (no weights folder, no video processor)", () => {
@@ -121,7 +121,7 @@ describe.each(["tiny-onevision", "tiny-nanollava"] as const)("%s", (profile) => 
   });
 
   it("vision_encoder in every dtype: pixel_values [b,3,384,384] -> image_features [b,729,hidden], no CLS Slice, one Softmax per layer", () => {
-    for (const suffix of ["", "_fp16", "_q4"]) {
+    for (const suffix of ["", "_fp16", "_q4", "_quantized"]) {
       const g = graph(dir(), `vision_encoder${suffix}.onnx`);
       expect(g.inputs, suffix).toEqual([{ name: "pixel_values", type: DT.FLOAT, dims: ["batch_size", 3, 384, 384] }]);
       expect(g.outputs, suffix).toEqual([{ name: "image_features", type: DT.FLOAT, dims: ["batch_size", 729, spec.language.hidden] }]);
@@ -171,6 +171,23 @@ describe.each(["tiny-onevision", "tiny-nanollava"] as const)("%s", (profile) => 
     expect([...embed.inits.values()][0].dataType).toBe(DT.FLOAT);
   });
 
+  it("q8 variants (_quantized): DynamicQuantizeLinear + MatMulInteger / ConvInteger, uint8 weights beside a Conv, int8 otherwise; quantized embeddings", () => {
+    const vision = graph(dir(), "vision_encoder_quantized.onnx");
+    expect(vision.ops).toContain("ConvInteger");
+    expect(vision.ops.filter((o) => o === "MatMulInteger")).toHaveLength(6 * spec.vision.layers + 2);
+    expect(vision.ops).toContain("DynamicQuantizeLinear");
+    expect(vision.ops).not.toContain("Conv");
+    const weightType = (g: ReturnType<typeof graph>, op: string) =>
+      new Set(g.nodes.filter((n) => n.opType === op).map((n) => g.inits.get(n.input![1])!.dataType));
+    expect(weightType(vision, "MatMulInteger")).toEqual(new Set([DT.UINT8]));
+    const decoder = graph(dir(), "decoder_model_merged_quantized.onnx");
+    expect(weightType(decoder, "MatMulInteger")).toEqual(new Set([DT.INT8]));
+    for (const n of decoder.nodes.filter((x) => x.opType === "MatMul")) expect(decoder.inits.has(n.input![1])).toBe(false);
+    const embed = graph(dir(), "embed_tokens_quantized.onnx");
+    expect(embed.ops).toEqual(["Gather", "DequantizeLinear"]);
+    expect(embed.inits.get(embed.nodes[0].input![0])!.dataType).toBe(DT.INT8);
+  });
+
   it("decoder_model_merged: Qwen2 (q/k/v biases, grouped key-value heads) with transformers.js' inputs and outputs", () => {
     const { language } = spec;
     const hd = language.hidden / language.heads;
@@ -187,6 +204,19 @@ describe.each(["tiny-onevision", "tiny-nanollava"] as const)("%s", (profile) => 
 });
 
 describe("dtype conversions", () => {
+  it("int8 weights: uint8 asymmetric (zero point from the minimum) or int8 symmetric, as onnxruntime's quantize_data", () => {
+    const w = Float32Array.from([-0.5, -0.25, 0, 0.1, 1.0]);
+    const u = quantize8(w, true);
+    expect(u.scale).toBeCloseTo(1.5 / 255, 7);
+    expect(u.zeroPoint).toBe(85);
+    // -0.25 / scale = -42.5 rounds half to even (numpy), to -42.
+    expect(Array.from(u.q, (q) => q - u.zeroPoint)).toEqual([-85, -42, 0, 17, 170]);
+    const s = quantize8(w, false);
+    expect(s.scale).toBeCloseTo(1 / 127, 7);
+    expect(s.zeroPoint).toBe(0);
+    expect(Array.from(new Int8Array(s.q.buffer))).toEqual([-64, -32, 0, 13, 127]);
+  });
+
   it("int4 blocks: (q - 8) * scale reproduces each block's largest magnitude exactly and every other weight to within a step", () => {
     const K = 80; // not a multiple of 32: the last block is zero-padded
     const N = 3;
@@ -223,6 +253,7 @@ describe("dtype conversions", () => {
     try {
       const first = await ensureLlavaOnnx("tiny-nanollava", { cacheDir: other, dtypes: ["q4"] });
       expect(readdirSync(path.join(first.dir, "onnx")).sort()).toEqual(["decoder_model_merged_q4.onnx", "embed_tokens_q4.onnx", "vision_encoder_q4.onnx"]);
+      expect(readFileSync(path.join(first.dir, ".complete"), "utf8")).toMatch(/\nq4\n$/);
       const again = await ensureLlavaOnnx("tiny-nanollava", { cacheDir: other, dtypes: ["q4"] });
       expect(again.dir).toBe(first.dir);
       await ensureLlavaOnnx("tiny-nanollava", { cacheDir: other, dtypes: ["fp16"] });

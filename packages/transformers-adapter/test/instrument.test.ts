@@ -1,8 +1,9 @@
 // splitVisionEncoder on every vision_encoder the testkit writes: LLaVA-1.5's CLIP (CLS, fp32) and the
-// SigLIP encoders of the OneVision and nanoLLaVA layouts (no CLS) in fp32, fp16 and q4. The split graphs run
-// in onnxruntime; the in-graph VisionZip score and head-averaged keys are checked against a float64
+// SigLIP encoders of the OneVision and nanoLLaVA layouts (no CLS) in fp32, fp16, q4 and q8. The split graphs
+// run in onnxruntime; the in-graph VisionZip score and head-averaged keys are checked against a float64
 // reference (an unfused attention computed from the feature layer's input, captured from the full graph,
-// with the weights the graph computes with: float16-rounded, or dequantized from MatMulNBits' int4 blocks).
+// with the weights the graph computes with: float16-rounded, dequantized from MatMulNBits' int4 blocks, or
+// int8 with DynamicQuantizeLinear's activation quantization replayed).
 import { LeanVisionError } from "@leanvision/core";
 import { dequantizeBlockwise4, ensureLlavaOnnx, ONNX_PROFILES, tensorFloats } from "@leanvision/testkit";
 import { createRequire } from "node:module";
@@ -18,12 +19,12 @@ const ort = createRequire(import.meta.resolve("@huggingface/transformers"))("onn
 const { onnx } = onnxProto;
 const DT = onnx.TensorProto.DataType;
 
-type Case = { profile: "tiny" | "tiny-onevision" | "tiny-nanollava"; dtype: "fp32" | "fp16" | "q4" };
+type Case = { profile: "tiny" | "tiny-onevision" | "tiny-nanollava"; dtype: "fp32" | "fp16" | "q4" | "q8" };
 const CASES: Case[] = [
   { profile: "tiny", dtype: "fp32" },
-  ...(["tiny-onevision", "tiny-nanollava"] as const).flatMap((profile) => (["fp32", "fp16", "q4"] as const).map((dtype) => ({ profile, dtype })))
+  ...(["tiny-onevision", "tiny-nanollava"] as const).flatMap((profile) => (["fp32", "fp16", "q4", "q8"] as const).map((dtype) => ({ profile, dtype })))
 ];
-const SUFFIX = { fp32: "", fp16: "_fp16", q4: "_q4" };
+const SUFFIX = { fp32: "", fp16: "_fp16", q4: "_q4", q8: "_quantized" };
 
 const dirs: Record<string, string> = {};
 beforeAll(async () => {
@@ -71,10 +72,19 @@ function withCaptures(bytes: Uint8Array, values: string[]): Uint8Array {
   return onnx.ModelProto.encode(model).finish();
 }
 
-/** A weight as the graph computes with it: float32, float16 -> float, or MatMulNBits int4 blocks dequantized. */
+/** A weight as the graph computes with it: float32, float16 -> float, MatMulNBits int4 blocks or int8 dequantized. */
 function weight(inits: Map<string, OnnxTypes.onnx.ITensorProto>, name: string, K: number, N: number): Float32Array {
   const t = inits.get(name);
   if (t) return tensorFloats(t);
+  const q8 = inits.get(`${name}_quantized`);
+  if (q8?.rawData) {
+    const bytes = new Uint8Array(q8.rawData);
+    const values = q8.dataType === DT.INT8 ? new Int8Array(bytes.buffer) : bytes;
+    const zp = new Uint8Array(inits.get(`${name}_zero_point`)!.rawData!)[0];
+    const zero = q8.dataType === DT.INT8 ? (zp << 24) >> 24 : zp;
+    const scale = tensorFloats(inits.get(`${name}_scale`)!)[0];
+    return Float32Array.from(values, (q) => (q - zero) * scale);
+  }
   const packed = inits.get(`${name}_Q4`);
   const scales = inits.get(`${name}_scales`);
   if (!packed?.rawData || !scales) throw new Error(`no weight ${name}`);
@@ -86,6 +96,7 @@ function reference(x: Float32Array, tokens: number, bytes: Uint8Array, spec: Ret
   const { dim: D, heads: H, eps, param, cls } = spec;
   const hd = D / H;
   const inits = new Map(onnx.ModelProto.decode(bytes).graph!.initializer!.map((t) => [t.name!, t]));
+  const q8 = inits.has(`${param}.self_attn.q_proj.weight_T_quantized`);
   const lnW = weight(inits, `${param}.layer_norm1.weight`, 0, 0);
   const lnB = weight(inits, `${param}.layer_norm1.bias`, 0, 0);
   const ln = new Float64Array(tokens * D);
@@ -96,6 +107,7 @@ function reference(x: Float32Array, tokens: number, bytes: Uint8Array, spec: Ret
     for (let d = 0; d < D; d++) variance += (x[t * D + d] - mean) ** 2 / D;
     for (let d = 0; d < D; d++) ln[t * D + d] = ((x[t * D + d] - mean) / Math.sqrt(variance + eps)) * lnW[d] + lnB[d];
   }
+  const activations = q8 ? dynamicQuantize(ln) : ln;
   const project = (name: string) => {
     const w = weight(inits, `${param}.self_attn.${name}.weight_T`, D, D);
     const b = weight(inits, `${param}.self_attn.${name}.bias`, 0, 0);
@@ -103,7 +115,7 @@ function reference(x: Float32Array, tokens: number, bytes: Uint8Array, spec: Ret
     for (let t = 0; t < tokens; t++) {
       for (let o = 0; o < D; o++) {
         let s = b[o];
-        for (let i = 0; i < D; i++) s += ln[t * D + i] * w[i * D + o];
+        for (let i = 0; i < D; i++) s += activations[t * D + i] * w[i * D + o];
         out[t * D + o] = s;
       }
     }
@@ -130,6 +142,19 @@ function reference(x: Float32Array, tokens: number, bytes: Uint8Array, spec: Ret
   const keys = new Float64Array(tokens * hd);
   for (let t = 0; t < tokens; t++) for (let h = 0; h < H; h++) for (let d = 0; d < hd; d++) keys[t * hd + d] += k[t * D + h * hd + d] / H;
   return { score, keys };
+}
+
+/** DynamicQuantizeLinear's uint8 round trip of a whole tensor (what MatMulInteger multiplies). */
+function dynamicQuantize(x: Float64Array): Float64Array {
+  let min = 0;
+  let max = 0;
+  for (const v of x) {
+    min = Math.min(min, Math.fround(v));
+    max = Math.max(max, Math.fround(v));
+  }
+  const scale = Math.fround((max - min) / 255);
+  const zp = Math.min(255, Math.max(0, Math.round(-min / scale)));
+  return x.map((v) => (Math.min(255, Math.max(0, Math.round(Math.fround(v) / scale) + zp)) - zp) * scale);
 }
 
 /** max |a - b| / max |b|. */
@@ -164,7 +189,7 @@ describe.each(CASES)("splitVisionEncoder($profile, $dtype)", (c) => {
       clsSlice: spec.cls ? "/Slice" : "",
       scoreKind: spec.cls ? "cls-attention" : "mean-received",
       precision: c.dtype === "fp16" ? "float16" : "float32",
-      quantizedOps: c.dtype === "q4" ? ["MatMulNBits"] : []
+      quantizedOps: { fp32: [], fp16: [], q4: ["MatMulNBits"], q8: ["ConvInteger", "MatMulInteger"] }[c.dtype]
     });
     expect(split.names).toMatchObject({ score: SPLIT_OUTPUTS.score, headKeys: SPLIT_OUTPUTS.headKeys, attention: "", keys: "" });
     if (c.dtype === "fp16") expect(split.names).toMatchObject({ hidden: SPLIT_OUTPUTS.hidden, projectorInput: SPLIT_OUTPUTS.projectorInput });
@@ -194,8 +219,8 @@ describe.each(CASES)("splitVisionEncoder($profile, $dtype)", (c) => {
 
     const ref = reference(full.capture_0.data, tokens, bytes, spec);
     // fp16 graphs hold float16 activations between ops; the reference uses their float16 weights in float64.
-    // (Measured: fp32 and q4 ~2e-6, fp16 ~2e-4.)
-    const tolerance = c.dtype === "fp16" ? 2e-3 : 1e-5;
+    // (Measured: fp32, q4 and q8 ~2e-6, fp16 ~2e-4.)
+    const tolerance = { fp32: 1e-5, q4: 1e-5, fp16: 2e-3, q8: 1e-5 }[c.dtype];
     expect(relativeError(score.data, ref.score)).toBeLessThan(tolerance);
     expect(relativeError(keys.data, ref.keys)).toBeLessThan(tolerance);
     if (!spec.cls) {

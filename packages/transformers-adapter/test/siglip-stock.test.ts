@@ -1,5 +1,5 @@
 // Before the adapter touches anything: stock transformers.js 4.3 loads the testkit's OneVision- and
-// nanoLLaVA-layout folders in fp32, fp16 and q4 the way their model cards do, tokenizes like Qwen2,
+// nanoLLaVA-layout folders in fp32, fp16, q4 and q8 the way their model cards do, tokenizes like Qwen2,
 // and generates.
 import {
   AutoProcessor,
@@ -73,7 +73,7 @@ describe.each([
     await model.dispose();
   });
 
-  it.each(["fp32", "fp16", "q4"] as const)("loads %s (each graph's dtype file) and generates greedily, deterministically", async (dtype) => {
+  it.each(["fp32", "fp16", "q4", "q8"] as const)("loads %s (each graph's dtype file) and generates greedily, deterministically", async (dtype) => {
     const model = await ModelClass.from_pretrained(dirs[profile], { local_files_only: true, dtype });
     expect(Object.keys(model.sessions).sort()).toEqual(["decoder_model_merged", "embed_tokens", "vision_encoder"]);
     const text = (tokenizer.apply_chat_template(MESSAGES[profile], { tokenize: false, add_generation_prompt: true }) as string).replace("<image>", "<image>".repeat(729));

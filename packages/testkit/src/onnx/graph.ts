@@ -10,6 +10,7 @@ export type OnnxModel = InstanceType<typeof onnx.ModelProto>;
 export const FLOAT = onnx.TensorProto.DataType.FLOAT;
 export const FLOAT16 = onnx.TensorProto.DataType.FLOAT16;
 export const UINT8 = onnx.TensorProto.DataType.UINT8;
+export const INT8 = onnx.TensorProto.DataType.INT8;
 export const INT64 = onnx.TensorProto.DataType.INT64;
 export const BOOL = onnx.TensorProto.DataType.BOOL;
 /** onnxruntime's contrib operators (MatMulNBits, ...). */

@@ -16,7 +16,7 @@ import { buildLlavaTokenizer, buildQwen2Tokenizer, CHATML_TEMPLATE, IMAGE_TOKEN,
 import { buildVisionEncoder, type VisionShape } from "./vision.js";
 
 export { buildLlavaTokenizer, buildQwen2Tokenizer, CHATML_TEMPLATE, LLAVA_CHAT_TEMPLATE, llamaSpmVocabPath, ONEVISION_CHAT_TEMPLATE, qwen2VocabPath } from "./tokenizer.js";
-export { convertDtype, dequantizeBlockwise4, DTYPE_SUFFIX, quantizeBlockwise4, tensorFloats, toFp16, toQ4, type OnnxDtype } from "./quantize.js";
+export { convertDtype, dequantizeBlockwise4, DTYPE_SUFFIX, quantize8, quantizeBlockwise4, tensorFloats, toFp16, toQ4, toQ8, type OnnxDtype } from "./quantize.js";
 export type { VisionShape } from "./vision.js";
 export type { SiglipShape } from "./siglip.js";
 export type { LanguageShape } from "./language.js";
@@ -74,15 +74,15 @@ export const ONNX_PROFILES = {
     family: "llava_onevision",
     vision: { imageSize: 384, patchSize: 14, hidden: 64, heads: 4, intermediate: 128, layers: 2, towerLayers: 2, projectTo: 64 },
     language: { hidden: 64, heads: 4, kvHeads: 2, qkvBias: true, intermediate: 128, layers: 2, ropeTheta: 1e6, rmsEps: 1e-6 },
-    dtypes: ["fp32", "fp16", "q4"],
-    description: "LLaVA-OneVision layout: SigLIP-shaped ViT 384/14 (27x27 = 729 patches, no CLS, 2 layers, dim 64) + 2-layer Qwen2 (dim 64, 4 heads / 2 kv heads); fp32, fp16, q4"
+    dtypes: ["fp32", "fp16", "q4", "q8"],
+    description: "LLaVA-OneVision layout: SigLIP-shaped ViT 384/14 (27x27 = 729 patches, no CLS, 2 layers, dim 64) + 2-layer Qwen2 (dim 64, 4 heads / 2 kv heads); fp32, fp16, q4, q8"
   },
   "tiny-nanollava": {
     family: "llava_qwen2",
     vision: { imageSize: 384, patchSize: 14, hidden: 64, heads: 4, intermediate: 128, layers: 2, towerLayers: 3, projectTo: 64 },
     language: { hidden: 64, heads: 4, kvHeads: 4, qkvBias: true, intermediate: 128, layers: 2, ropeTheta: 1e6, rmsEps: 1e-6 },
-    dtypes: ["fp32", "fp16", "q4"],
-    description: "nanoLLaVA layout (llava_qwen2): SigLIP-shaped ViT 384/14 (729 patches, 2 of 3 layers run, dim 64) + 2-layer Qwen2 (dim 64); fp32, fp16, q4"
+    dtypes: ["fp32", "fp16", "q4", "q8"],
+    description: "nanoLLaVA layout (llava_qwen2): SigLIP-shaped ViT 384/14 (729 patches, 2 of 3 layers run, dim 64) + 2-layer Qwen2 (dim 64); fp32, fp16, q4, q8"
   },
   "onevision-0.5b-shaped": {
     family: "llava_onevision",
@@ -96,7 +96,7 @@ export const ONNX_PROFILES = {
 /** Bumped whenever the generated files change, so stale caches are rebuilt. */
 const FORMAT_VERSION = 2;
 /** The same for the SigLIP + Qwen2 profiles. */
-const SIGLIP_FORMAT_VERSION = 2;
+const SIGLIP_FORMAT_VERSION = 4;
 
 function defaultCacheDir(): string {
   return process.env.LEANVISION_CACHE_DIR ?? path.join(os.homedir(), ".cache", "leanvision");
@@ -105,7 +105,7 @@ function defaultCacheDir(): string {
 export interface EnsureOnnxOptions {
   cacheDir?: string;
   onProgress?: (done: number, total: number) => void;
-  /** SigLIP profiles: the dtypes to have on disk (default: the profile's). A folder missing one is rebuilt with all. */
+  /** SigLIP profiles: the dtypes to have on disk (default: the profile's). A folder missing one is rebuilt with all of them. */
   dtypes?: OnnxDtype[];
 }
 
@@ -120,7 +120,7 @@ export async function ensureLlavaOnnx(profile: OnnxProfileName, opts: EnsureOnnx
     const wanted = opts.dtypes ?? spec.dtypes;
     const have = existsSync(marker) ? (readFileSync(marker, "utf8").split("\n")[1] ?? "").split(",").filter(Boolean) : [];
     if (existsSync(marker) && wanted.every((d) => have.includes(d))) return { profile, dir };
-    dtypes = (["fp32", "fp16", "q4"] as const).filter((d) => wanted.includes(d) || have.includes(d));
+    dtypes = (["fp32", "fp16", "q4", "q8"] as const).filter((d) => wanted.includes(d) || have.includes(d));
   } else if (existsSync(marker)) {
     return { profile, dir };
   }

@@ -8,16 +8,21 @@
 //    MatMul whose B is a 2-D float initializer becomes com.microsoft MatMulNBits(A, B_Q4, B_scales) with
 //    K, N, bits=4, block_size; B_Q4 is uint8 [N, K/32, 16] (two 4-bit values a byte, low nibble first,
 //    zero point 8), B_scales float [N * K/32]. Gather (embeddings) and Conv stay float32.
+//  - q8 ("_quantized"): onnxruntime's dynamic ONNXQuantizer (IntegerOps, MatMulConstBOnly, per-tensor, no
+//    reduce_range): MatMul with a constant B -> DynamicQuantizeLinear(A) + MatMulInteger + Cast + Mul(A_scale *
+//    B_scale); Conv -> DynamicQuantizeLinear + ConvInteger + Cast + Mul (+ Add of the bias); Gather of a constant
+//    table -> Gather of the quantized table + DequantizeLinear. Weights are uint8 (asymmetric) when the graph has a
+//    Conv, else int8 (symmetric, -127..127), as transformers.js' quantize.py chooses.
 import { f16ToF32, f32ToF16 } from "../gguf/numeric.js";
 import type * as OnnxTypes from "onnx-proto";
-import { FLOAT, FLOAT16, MS_DOMAIN, onnx, type OnnxModel, tensor, UINT8 } from "./graph.js";
+import { FLOAT, FLOAT16, INT64, INT8, MS_DOMAIN, onnx, type OnnxModel, tensor, UINT8 } from "./graph.js";
 
 type Node = OnnxTypes.onnx.INodeProto;
 type Tensor = OnnxTypes.onnx.ITensorProto;
 
-export type OnnxDtype = "fp32" | "fp16" | "q4";
+export type OnnxDtype = "fp32" | "fp16" | "q4" | "q8";
 /** File suffix transformers.js appends per dtype (its utils/dtypes.js). */
-export const DTYPE_SUFFIX: Record<OnnxDtype, string> = { fp32: "", fp16: "_fp16", q4: "_q4" };
+export const DTYPE_SUFFIX: Record<OnnxDtype, string> = { fp32: "", fp16: "_fp16", q4: "_q4", q8: "_quantized" };
 
 /** The float values of a float32 or float16 initializer (copied: raw data may be an unaligned view, e.g. a decoded Buffer). */
 export function tensorFloats(t: Tensor): Float32Array {
@@ -202,10 +207,125 @@ export function toQ4(model: OnnxModel, blockSize = 32): OnnxModel {
   return onnx.ModelProto.create({ ...model, opsetImport, graph: onnx.GraphProto.create({ ...g, node: nodes, initializer }) });
 }
 
+/** numpy's rounding (half to even), which onnxruntime's Python quantizer uses. */
+function roundHalfEven(x: number): number {
+  const f = Math.floor(x);
+  const d = x - f;
+  if (d !== 0.5) return d < 0.5 ? f : f + 1;
+  return f % 2 === 0 ? f : f + 1;
+}
+
+/** 8-bit weight quantization as onnxruntime's quantize_data: per tensor, int8 symmetric or uint8 asymmetric. */
+export function quantize8(values: Float32Array, unsigned: boolean): { q: Uint8Array; scale: number; zeroPoint: number } {
+  let min = 0;
+  let max = 0;
+  for (const v of values) {
+    if (v < min) min = v;
+    if (v > max) max = v;
+  }
+  let scale: number;
+  let zeroPoint: number;
+  let qmin: number;
+  let qmax: number;
+  if (unsigned) {
+    [qmin, qmax] = [0, 255];
+    scale = Math.fround((max - min) / 255) || 1;
+    zeroPoint = roundHalfEven(qmin - min / scale);
+  } else {
+    [qmin, qmax] = [-127, 127];
+    scale = Math.fround(Math.max(Math.abs(min), Math.abs(max)) / 127) || 1;
+    zeroPoint = 0;
+  }
+  const q = new Uint8Array(values.length);
+  for (let i = 0; i < values.length; i++) {
+    const v = Math.min(qmax, Math.max(qmin, roundHalfEven(values[i] / scale) + zeroPoint));
+    q[i] = v & 0xff; // int8 as its two's-complement byte
+  }
+  return { q, scale, zeroPoint };
+}
+
+/** float32 model -> the `_quantized` (q8) variant. */
+export function toQ8(model: OnnxModel): OnnxModel {
+  const g = model.graph!;
+  const inits = new Map((g.initializer ?? []).map((t) => [t.name ?? "", t]));
+  const unsigned = (g.node ?? []).some((n) => n.opType === "Conv");
+  const wtype = unsigned ? UINT8 : INT8;
+  const added: Tensor[] = [];
+  const quantized = new Map<string, { q: string; scale: string; zp: string }>();
+  const weight = (name: string) => {
+    let w = quantized.get(name);
+    if (!w) {
+      const t = inits.get(name)!;
+      const { q, scale, zeroPoint } = quantize8(tensorFloats(t), unsigned);
+      w = { q: `${name}_quantized`, scale: `${name}_scale`, zp: `${name}_zero_point` };
+      added.push(tensor(w.q, wtype, (t.dims ?? []).map(Number), q));
+      added.push(tensor(w.scale, FLOAT, [], Float32Array.of(scale)));
+      added.push(tensor(w.zp, wtype, [], Uint8Array.of(zeroPoint & 0xff)));
+      quantized.set(name, w);
+    }
+    return w;
+  };
+  const isFloatConst = (name: string | undefined) => {
+    const t = name ? inits.get(name) : undefined;
+    return !!t && t.dataType === FLOAT;
+  };
+  const A = onnx.AttributeProto.AttributeType;
+  const node = (name: string, opType: string, input: string[], output: string[], attribute: OnnxTypes.onnx.IAttributeProto[] = []) =>
+    onnx.NodeProto.create({ name, opType, input, output, attribute });
+  const nodes: Node[] = [];
+  const dynamicQuant = new Map<string, [string, string, string]>();
+  const quantizeInput = (x: string) => {
+    let q = dynamicQuant.get(x);
+    if (!q) {
+      q = [`${x}_quantized`, `${x}_scale`, `${x}_zero_point`];
+      nodes.push(node(`${x}_QuantizeLinear`, "DynamicQuantizeLinear", [x], q));
+      dynamicQuant.set(x, q);
+    }
+    return q;
+  };
+  for (const n of g.node ?? []) {
+    const [x, b, bias] = n.input ?? [];
+    const out = n.output?.[0] ?? "";
+    if (n.opType === "MatMul" && !n.domain && isFloatConst(b) && inits.get(b)!.dims?.length === 2) {
+      const [xq, xs, xz] = quantizeInput(x);
+      const w = weight(b);
+      nodes.push(node(`${n.name}_quant`, "MatMulInteger", [xq, w.q, xz, w.zp], [`${out}_quantized`]));
+      nodes.push(node(`${n.name}_quant_output_scale_mul`, "Mul", [xs, w.scale], [`${out}_quant_scales_mul`]));
+      nodes.push(node(`${out}_quantized_cast`, "Cast", [`${out}_quantized`], [`${out}_quantized_cast_output`], [{ name: "to", type: A.INT, i: FLOAT }]));
+      nodes.push(node(`${n.name}_quant_scales_mul`, "Mul", [`${out}_quantized_cast_output`, `${out}_quant_scales_mul`], [out]));
+    } else if (n.opType === "Conv" && !n.domain && isFloatConst(b)) {
+      const [xq, xs, xz] = quantizeInput(x);
+      const w = weight(b);
+      const scaled = bias ? `${out}_scaled` : out;
+      nodes.push(node(`${n.name}_quant`, "ConvInteger", [xq, w.q, xz, w.zp], [`${out}_quantized`], n.attribute ?? []));
+      nodes.push(node(`${n.name}_quant_output_scale_mul`, "Mul", [xs, w.scale], [`${out}_quant_scales_mul`]));
+      nodes.push(node(`${out}_quantized_cast`, "Cast", [`${out}_quantized`], [`${out}_quantized_cast_output`], [{ name: "to", type: A.INT, i: FLOAT }]));
+      nodes.push(node(`${n.name}_quant_scales_mul`, "Mul", [`${out}_quantized_cast_output`, `${out}_quant_scales_mul`], [scaled]));
+      if (bias) {
+        const channels = Number(inits.get(bias)?.dims?.[0] ?? 0);
+        const shape = `${bias}_reshape_shape`;
+        added.push(tensor(shape, INT64, [4], BigInt64Array.of(1n, BigInt(channels), 1n, 1n)));
+        nodes.push(node(`${n.name}_bias_reshape`, "Reshape", [bias, shape], [`${bias}_reshaped`]));
+        nodes.push(node(`${n.name}_bias_add`, "Add", [scaled, `${bias}_reshaped`], [out]));
+      }
+    } else if (n.opType === "Gather" && !n.domain && isFloatConst(x)) {
+      const w = weight(x);
+      nodes.push(node(`${n.name}_quant`, "Gather", [w.q, b], [`${out}_quantized`], n.attribute ?? []));
+      nodes.push(node(`${n.name}_dequantize`, "DequantizeLinear", [`${out}_quantized`, w.scale, w.zp], [out]));
+    } else {
+      nodes.push(n);
+    }
+  }
+  const used = new Set(nodes.flatMap((n) => n.input ?? []));
+  const initializer = [...(g.initializer ?? []).filter((t) => used.has(t.name ?? "")), ...added];
+  return onnx.ModelProto.create({ ...model, graph: onnx.GraphProto.create({ ...g, node: nodes, initializer }) });
+}
+
 /** The variant of a float32 model for a dtype. */
 export function convertDtype(model: OnnxModel, dtype: OnnxDtype): OnnxModel {
   if (dtype === "fp16") return toFp16(model);
   if (dtype === "q4") return toQ4(model);
+  if (dtype === "q8") return toQ8(model);
   return model;
 }
 
