@@ -7,11 +7,14 @@ import { ensureLlavaGguf, GGUF_PROFILES, type GgufProfileName, readGgufManifest,
 import { formatBytes, progressBar } from "./gguf/progress.js";
 import { ensureMtmdCli, runMtmdCli } from "./gguf/mtmd-cli.js";
 import { measurePromptEval } from "./gguf/prompt-speed.js";
-import { type Args, USAGE, parseMakeArgs } from "./cli-args.js";
+import { type Args, ONNX_ONLY, USAGE, parseMakeArgs } from "./cli-args.js";
 
 // The ONNX factory lives beside this one; it is looked up at run time so this CLI works with or without it.
 interface OnnxFactory {
-  ensureLlavaOnnx(profile: string, opts: { cacheDir?: string; onProgress?: (done: number, total: number) => void }): Promise<{ profile: string; dir: string }>;
+  ensureLlavaOnnx(
+    profile: string,
+    opts: { cacheDir?: string; onProgress?: (done: number, total: number) => void; dtypes?: string[] }
+  ): Promise<{ profile: string; dir: string }>;
   ONNX_PROFILES: Record<string, unknown>;
 }
 
@@ -53,7 +56,11 @@ async function makeOnnx(profile: string, args: Args): Promise<void> {
     throw new LeanVisionError("INVALID_INPUT", `Unknown ONNX profile "${profile}"; use one of: ${Object.keys(onnx.ONNX_PROFILES).join(", ")}`);
   }
   const started = performance.now();
-  const result = await onnx.ensureLlavaOnnx(profile, { cacheDir: args.out, onProgress: progressBar(`writing ${profile} (onnx)`, { unit: "steps" }) });
+  const result = await onnx.ensureLlavaOnnx(profile, {
+    cacheDir: args.out,
+    dtypes: args.dtypes,
+    onProgress: progressBar(`writing ${profile} (onnx)`, { unit: "steps" })
+  });
   console.log(`${profile} (onnx): ${result.dir} (${((performance.now() - started) / 1000).toFixed(1)} s)`);
 }
 
@@ -67,7 +74,7 @@ async function main(): Promise<void> {
     if (profile === "mtmd-cli") {
       const binary = await ensureMtmdCli({ cacheDir: args.out, onLog: (line) => process.stderr.write(`[build] ${line}\n`) });
       console.log(`llama-mtmd-cli: ${binary}`);
-    } else if (args.onnx || (profile === "llava-1.5-7b-shaped")) {
+    } else if (args.onnx || ONNX_ONLY.includes(profile)) {
       await makeOnnx(profile, args);
     } else {
       await makeGguf(profile, args);

@@ -8,8 +8,13 @@ export const { onnx } = onnxProto;
 export type OnnxModel = InstanceType<typeof onnx.ModelProto>;
 
 export const FLOAT = onnx.TensorProto.DataType.FLOAT;
+export const FLOAT16 = onnx.TensorProto.DataType.FLOAT16;
+export const UINT8 = onnx.TensorProto.DataType.UINT8;
+export const INT8 = onnx.TensorProto.DataType.INT8;
 export const INT64 = onnx.TensorProto.DataType.INT64;
 export const BOOL = onnx.TensorProto.DataType.BOOL;
+/** onnxruntime's contrib operators (MatMulNBits, ...). */
+export const MS_DOMAIN = "com.microsoft";
 
 /** Deterministic uniform weights (the GGUF factory's mulberry32), so a profile always produces the same files. */
 export class Rng extends Prng {
@@ -25,7 +30,7 @@ export class Rng extends Prng {
 }
 
 type Dim = number | string;
-type AttrValue = number | number[] | string | { floats: number[] } | { tensor: InstanceType<typeof onnx.TensorProto> };
+export type AttrValue = number | number[] | string | { floats: number[] } | { tensor: InstanceType<typeof onnx.TensorProto> };
 
 function valueInfo(name: string, elemType: number, dims: Dim[] | null) {
   return onnx.ValueInfoProto.create({
@@ -39,7 +44,7 @@ function valueInfo(name: string, elemType: number, dims: Dim[] | null) {
   });
 }
 
-function tensor(name: string, dataType: number, dims: number[], data: Float32Array | BigInt64Array | Uint8Array) {
+export function tensor(name: string, dataType: number, dims: number[], data: Float32Array | BigInt64Array | Uint8Array | Uint16Array) {
   return onnx.TensorProto.create({
     name,
     dataType,
@@ -48,7 +53,7 @@ function tensor(name: string, dataType: number, dims: number[], data: Float32Arr
   });
 }
 
-function attribute(name: string, value: AttrValue) {
+export function attribute(name: string, value: AttrValue) {
   const A = onnx.AttributeProto.AttributeType;
   if (typeof value === "string") return { name, type: A.STRING, s: new TextEncoder().encode(value) };
   if (Array.isArray(value)) return { name, type: A.INTS, ints: value };
@@ -183,8 +188,17 @@ export class GraphBuilder {
     return this.op("Mul", [x, this.op("Sigmoid", [this.op("Mul", [x, this.constFloat([1.702], [])])])]);
   }
 
-  toBytes(graphName: string, opset = 14, producer = "leanvision-testkit"): Uint8Array {
-    const model = onnx.ModelProto.create({
+  /** Exact GELU's tanh approximation (gelu_pytorch_tanh), as torch exports it before opset 20. */
+  geluTanh(x: string): string {
+    const cube = this.op("Mul", [this.op("Pow", [x, this.constFloat([3], [])]), this.constFloat([0.044715], [])]);
+    const inner = this.op("Mul", [this.op("Add", [x, cube]), this.constFloat([Math.sqrt(2 / Math.PI)], [])]);
+    const onePlus = this.op("Add", [this.op("Tanh", [inner]), this.constFloat([1], [])]);
+    return this.op("Mul", [this.op("Mul", [x, this.constFloat([0.5], [])]), onePlus]);
+  }
+
+  /** The model as an (unencoded) ModelProto, for the dtype converters in quantize.ts. */
+  toModel(graphName: string, opset = 14, producer = "leanvision-testkit"): OnnxModel {
+    return onnx.ModelProto.create({
       irVersion: 8,
       producerName: producer,
       opsetImport: [{ domain: "", version: opset }],
@@ -196,6 +210,9 @@ export class GraphBuilder {
         output: this.outputs
       }
     });
-    return onnx.ModelProto.encode(model).finish();
+  }
+
+  toBytes(graphName: string, opset = 14, producer = "leanvision-testkit"): Uint8Array {
+    return onnx.ModelProto.encode(this.toModel(graphName, opset, producer)).finish();
   }
 }

@@ -10,19 +10,39 @@ export interface LanguageShape {
   layers: number;
   ropeTheta: number;
   rmsEps: number;
+  /** Key/value heads (grouped-query attention, as Qwen2); default = heads. */
+  kvHeads?: number;
+  /** Biases on q_proj, k_proj and v_proj (Qwen2 has them, LLaMA does not). */
+  qkvBias?: boolean;
+  /** Initializer name prefixes: the decoder body and lm_head (default LLaVA's "language_model.model", "language_model.lm_head"). */
+  names?: { model: string; lmHead: string };
 }
 
+const DEFAULT_NAMES = { model: "language_model.model", lmHead: "language_model.lm_head" };
+
 export function buildEmbedTokens(shape: LanguageShape, seed: number): { bytes: Uint8Array; parameters: number } {
-  const b = new GraphBuilder(new Rng(seed));
-  const ids = b.input("input_ids", INT64, ["batch_size", "sequence_length"]);
-  const table = b.param("language_model.model.embed_tokens.weight", [shape.vocab, shape.hidden], { std: 1 });
-  b.rename(b.scope("embed_tokens", () => b.op("Gather", [table, ids], { axis: 0 })), "inputs_embeds");
-  b.output("inputs_embeds", FLOAT, ["batch_size", "sequence_length", shape.hidden]);
+  const b = embedTokensGraph(shape, seed);
   return { bytes: b.toBytes("embed_tokens"), parameters: b.parameters };
 }
 
+export function embedTokensGraph(shape: LanguageShape, seed: number): GraphBuilder {
+  const b = new GraphBuilder(new Rng(seed));
+  const ids = b.input("input_ids", INT64, ["batch_size", "sequence_length"]);
+  const table = b.param(`${(shape.names ?? DEFAULT_NAMES).model}.embed_tokens.weight`, [shape.vocab, shape.hidden], { std: 1 });
+  b.rename(b.scope("embed_tokens", () => b.op("Gather", [table, ids], { axis: 0 })), "inputs_embeds");
+  b.output("inputs_embeds", FLOAT, ["batch_size", "sequence_length", shape.hidden]);
+  return b;
+}
+
 export function buildDecoder(shape: LanguageShape, seed: number): { bytes: Uint8Array; parameters: number } {
+  const b = decoderGraph(shape, seed);
+  return { bytes: b.toBytes("decoder_model_merged"), parameters: b.parameters };
+}
+
+export function decoderGraph(shape: LanguageShape, seed: number): GraphBuilder {
   const { vocab, hidden: D, heads: H, intermediate, layers, ropeTheta, rmsEps } = shape;
+  const KV = shape.kvHeads ?? H;
+  const names = shape.names ?? DEFAULT_NAMES;
   const hd = D / H;
   const b = new GraphBuilder(new Rng(seed));
   const embeds = b.input("inputs_embeds", FLOAT, ["batch_size", "sequence_length", D]);
@@ -31,8 +51,8 @@ export function buildDecoder(shape: LanguageShape, seed: number): { bytes: Uint8
   // Newer exports take num_logits_to_keep (0 = all), so generation runs lm_head on the last position only.
   const logitsToKeep = b.input("num_logits_to_keep", INT64, []);
   for (let i = 0; i < layers; i++) {
-    b.input(`past_key_values.${i}.key`, FLOAT, ["batch_size", H, "past_sequence_length", hd]);
-    b.input(`past_key_values.${i}.value`, FLOAT, ["batch_size", H, "past_sequence_length", hd]);
+    b.input(`past_key_values.${i}.key`, FLOAT, ["batch_size", KV, "past_sequence_length", hd]);
+    b.input(`past_key_values.${i}.value`, FLOAT, ["batch_size", KV, "past_sequence_length", hd]);
   }
 
   // Additive attention bias [batch, 1, seq, total]: causal over the new tokens, padding from attention_mask.
@@ -71,20 +91,28 @@ export function buildDecoder(shape: LanguageShape, seed: number): { bytes: Uint8
 
   let h = embeds;
   for (let i = 0; i < layers; i++) {
-    const p = `language_model.model.layers.${i}`;
+    const p = `${names.model}.layers.${i}`;
     h = b.scope(`model/layers.${i}`, () => {
       const x = b.scope("input_layernorm", () => b.rmsNorm(h, `${p}.input_layernorm`, D, rmsEps));
       const attended = b.scope("self_attn", () => {
-        const split = b.constInt64([0, 0, H, hd]);
-        const heads = (t: string) => b.op("Transpose", [b.op("Reshape", [t, split])], { perm: [0, 2, 1, 3] });
-        const q = rotate(heads(b.scope("q_proj", () => b.linear(x, `${p}.self_attn.q_proj`, D, D, false))));
-        const k = rotate(heads(b.scope("k_proj", () => b.linear(x, `${p}.self_attn.k_proj`, D, D, false))));
-        const v = heads(b.scope("v_proj", () => b.linear(x, `${p}.self_attn.v_proj`, D, D, false)));
+        const heads = (t: string, n: number) => b.op("Transpose", [b.op("Reshape", [t, b.constInt64([0, 0, n, hd])])], { perm: [0, 2, 1, 3] });
+        const bias_ = !!shape.qkvBias;
+        const q = rotate(heads(b.scope("q_proj", () => b.linear(x, `${p}.self_attn.q_proj`, D, D, bias_)), H));
+        const k = rotate(heads(b.scope("k_proj", () => b.linear(x, `${p}.self_attn.k_proj`, D, KV * hd, bias_)), KV));
+        const v = heads(b.scope("v_proj", () => b.linear(x, `${p}.self_attn.v_proj`, D, KV * hd, bias_)), KV);
         const keys = b.rename(b.op("Concat", [`past_key_values.${i}.key`, k], { axis: 2 }), `present.${i}.key`);
         const values = b.rename(b.op("Concat", [`past_key_values.${i}.value`, v], { axis: 2 }), `present.${i}.value`);
-        const scores = b.op("Mul", [b.op("MatMul", [q, b.op("Transpose", [keys], { perm: [0, 1, 3, 2] })]), b.constFloat([hd ** -0.5], [])]);
+        // repeat_kv: [batch, kv, seq, hd] -> [batch, kv, rep, seq, hd] -> [batch, heads, seq, hd].
+        const repeat = (t: string) =>
+          KV === H
+            ? t
+            : b.op("Reshape", [
+                b.op("Expand", [b.op("Unsqueeze", [t, b.constInt64([2])]), b.constInt64([1, 1, H / KV, 1, 1])]),
+                b.constInt64([0, H, -1, hd])
+              ]);
+        const scores = b.op("Mul", [b.op("MatMul", [q, b.op("Transpose", [repeat(keys)], { perm: [0, 1, 3, 2] })]), b.constFloat([hd ** -0.5], [])]);
         const probs = b.op("Softmax", [b.op("Add", [scores, bias])], { axis: -1 });
-        const ctx = b.op("Transpose", [b.op("MatMul", [probs, values])], { perm: [0, 2, 1, 3] });
+        const ctx = b.op("Transpose", [b.op("MatMul", [probs, repeat(values)])], { perm: [0, 2, 1, 3] });
         const merged = b.op("Reshape", [ctx, b.constInt64([0, 0, D])]);
         return b.scope("o_proj", () => b.linear(merged, `${p}.self_attn.o_proj`, D, D, false));
       });
@@ -103,13 +131,13 @@ export function buildDecoder(shape: LanguageShape, seed: number): { bytes: Uint8
     const start = b.op("Neg", [b.op("Unsqueeze", [logitsToKeep, b.constInt64([0])])]);
     return b.op("Slice", [h, start, b.constInt64([2 ** 53 - 1]), b.constInt64([1])]);
   });
-  const normed = b.scope("model/norm", () => b.rmsNorm(kept, "language_model.model.norm", D, rmsEps));
-  b.rename(b.scope("lm_head", () => b.linear(normed, "language_model.lm_head", D, vocab, false)), "logits");
+  const normed = b.scope("model/norm", () => b.rmsNorm(kept, `${names.model}.norm`, D, rmsEps));
+  b.rename(b.scope("lm_head", () => b.linear(normed, names.lmHead, D, vocab, false)), "logits");
 
   b.output("logits", FLOAT, ["batch_size", "logits_length", vocab]);
   for (let i = 0; i < layers; i++) {
-    b.output(`present.${i}.key`, FLOAT, ["batch_size", H, "total_sequence_length", hd]);
-    b.output(`present.${i}.value`, FLOAT, ["batch_size", H, "total_sequence_length", hd]);
+    b.output(`present.${i}.key`, FLOAT, ["batch_size", KV, "total_sequence_length", hd]);
+    b.output(`present.${i}.value`, FLOAT, ["batch_size", KV, "total_sequence_length", hd]);
   }
-  return { bytes: b.toBytes("decoder_model_merged"), parameters: b.parameters };
+  return b;
 }

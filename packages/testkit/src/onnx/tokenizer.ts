@@ -119,3 +119,129 @@ export async function buildLlavaTokenizer(vocabPath?: string): Promise<LlavaToke
   };
   return { tokenizerJson, tokenizerConfig, imageTokenId, padTokenId, vocabSize: padTokenId + 1 };
 }
+
+// ---- Qwen2 (byte-level BPE), the tokenizer of LLaVA-OneVision-Qwen2 and nanoLLaVA ----
+
+export async function qwen2VocabPath(): Promise<string> {
+  const source = (await import(import.meta.resolve("@leanvision/llama-adapter/llama-source"))) as typeof LlamaSource;
+  return path.join(source.ensureLlamaSource(), "models", "ggml-vocab-qwen2.gguf");
+}
+
+/** Qwen2's pre-tokenizer split (tokenizer.json of every Qwen2 model). */
+export const QWEN2_SPLIT_REGEX =
+  "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+
+/** Qwen's ChatML, with a default system prompt (Qwen2's own tokenizer template). */
+export const CHATML_TEMPLATE =
+  "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' }}{% endif %}" +
+  "{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}" +
+  "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
+
+/**
+ * LLaVA-OneVision's template (llava-hf chat_template.json): ChatML whose content is a list of
+ * {type: "image" | "video" | "text"} parts, images first, each text part on its own line; plain string
+ * content is accepted too. No default system prompt.
+ */
+export const ONEVISION_CHAT_TEMPLATE =
+  "{% for message in messages %}{{'<|im_start|>' + message['role'] + ' '}}" +
+  "{% if message['content'] is string %}{{ '\\n' + message['content'] }}{% else %}" +
+  "{% for content in message['content'] %}{% if content['type'] == 'image' %}{{ '<image>' }}{% elif content['type'] == 'video' %}{{ '<video>' }}{% endif %}{% endfor %}" +
+  "{% for content in message['content'] %}{% if content['type'] == 'text' %}{{ '\\n' + content['text'] }}{% endif %}{% endfor %}" +
+  "{% endif %}{{'<|im_end|>\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
+
+export interface Qwen2TokenizerFiles {
+  tokenizerJson: object;
+  tokenizerConfig: Record<string, unknown>;
+  /** added_tokens.json, special_tokens_map.json, vocab.json and merges.txt as the repos ship them. */
+  addedTokens: Record<string, number>;
+  specialTokensMap: object;
+  vocabJson: Record<string, number>;
+  mergesTxt: string;
+  imageTokenId: number;
+  /** Ids the embedding table covers (Qwen2-0.5B's 151936, padding rows included). */
+  vocabSize: number;
+}
+
+/**
+ * tokenizer.json for Qwen2, from llama.cpp's ggml-vocab-qwen2.gguf (151643 byte-level BPE tokens and their
+ * merges, then <|endoftext|>, <|im_start|>, <|im_end|>, and padding rows up to 151936). `extra` special tokens
+ * take the first padding ids: LLaVA's `<image>` is 151646 in both OneVision and nanoLLaVA, OneVision adds `<video>` 151647.
+ */
+export async function buildQwen2Tokenizer(extra: string[], chatTemplate: string, vocabPath?: string): Promise<Qwen2TokenizerFiles> {
+  vocabPath ??= await qwen2VocabPath();
+  const { metadata } = await gguf(vocabPath, { allowLocalFile: true });
+  const meta = metadata as unknown as Record<string, unknown>;
+  const tokens = meta["tokenizer.ggml.tokens"] as string[];
+  const types = meta["tokenizer.ggml.token_type"] as number[];
+  const merges = meta["tokenizer.ggml.merges"] as string[];
+  if (meta["tokenizer.ggml.model"] !== "gpt2" || meta["tokenizer.ggml.pre"] !== "qwen2" || !tokens?.length) {
+    throw new Error(`${vocabPath} is not the Qwen2 byte-level BPE vocabulary`);
+  }
+  const vocab: Record<string, number> = {};
+  const special: Array<[string, number]> = [];
+  tokens.forEach((t, id) => {
+    if (types[id] === NORMAL) vocab[t] = id;
+    else if (types[id] === 3) special.push([t, id]); // CONTROL: <|endoftext|>, <|im_start|>, <|im_end|>
+  });
+  let next = Math.max(...special.map(([, id]) => id)) + 1;
+  for (const t of extra) special.push([t, next++]);
+  const added = (content: string, id: number) => ({ id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true });
+  const byteLevel = { type: "ByteLevel", add_prefix_space: false, trim_offsets: false, use_regex: false };
+  const tokenizerJson = {
+    version: "1.0",
+    truncation: null,
+    padding: null,
+    added_tokens: special.map(([t, id]) => added(t, id)),
+    normalizer: { type: "NFC" },
+    pre_tokenizer: {
+      type: "Sequence",
+      pretokenizers: [{ type: "Split", pattern: { Regex: QWEN2_SPLIT_REGEX }, behavior: "Isolated", invert: false }, byteLevel]
+    },
+    post_processor: byteLevel,
+    decoder: byteLevel,
+    model: {
+      type: "BPE",
+      dropout: null,
+      unk_token: null,
+      continuing_subword_prefix: "",
+      end_of_word_suffix: "",
+      fuse_unk: false,
+      byte_fallback: false,
+      ignore_merges: false,
+      vocab,
+      merges: merges.map((m) => m.split(" "))
+    }
+  };
+  const addedTokensDecoder = Object.fromEntries(special.map(([t, id]) => [String(id), { content: t, lstrip: false, normalized: false, rstrip: false, single_word: false, special: true }]));
+  const tokenizerConfig: Record<string, unknown> = {
+    add_prefix_space: false,
+    added_tokens_decoder: addedTokensDecoder,
+    additional_special_tokens: ["<|im_start|>", "<|im_end|>", ...extra],
+    bos_token: null,
+    chat_template: chatTemplate,
+    clean_up_tokenization_spaces: false,
+    eos_token: "<|im_end|>",
+    errors: "replace",
+    model_max_length: 32768,
+    pad_token: "<|endoftext|>",
+    padding_side: "left",
+    split_special_tokens: false,
+    tokenizer_class: "Qwen2Tokenizer",
+    unk_token: null
+  };
+  const specialTokensMap = {
+    additional_special_tokens: ["<|im_start|>", "<|im_end|>", ...extra],
+    eos_token: { content: "<|im_end|>", lstrip: false, normalized: false, rstrip: false, single_word: false },
+    pad_token: { content: "<|endoftext|>", lstrip: false, normalized: false, rstrip: false, single_word: false }
+  };
+  return {
+    tokenizerJson,
+    tokenizerConfig,
+    addedTokens: Object.fromEntries([...special].sort((a, b) => a[0].localeCompare(b[0]))),
+    specialTokensMap,
+    vocabJson: vocab,
+    mergesTxt: `#version: 0.2\n${merges.join("\n")}\n`,
+    imageTokenId: special.find(([t]) => t === IMAGE_TOKEN)?.[1] ?? -1,
+    vocabSize: tokens.length
+  };
+}
