@@ -4,6 +4,7 @@ export type LeanVisionErrorCode =
   | "INVALID_FEATURES"
   | "MISSING_ATTENTION"
   | "MISSING_KEYS"
+  | "MISSING_MULTILEVEL"
   | "INVALID_OPTIONS"
   | "INVALID_SPEC"
   | "MISSING_WEIGHT"

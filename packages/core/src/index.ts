@@ -13,7 +13,8 @@ export type {
   VisionZipSpec,
   AdaptiveVisionZipSpec,
   PoolSpec,
-  RegionPackSpec
+  RegionPackSpec,
+  TokenPackerSpec
 } from "./types.js";
 export type {
   RawRgbImage,
@@ -48,6 +49,9 @@ export { poolTokens, type PoolOptions } from "./pool.js";
 export { regionPack, type RegionPackOptions } from "./regionpack.js";
 export {
   tokenPacker,
+  tokenPackerRows,
+  checkMultiLevel,
+  type TokenPackerRowsOptions,
   type TokenPackerInput,
   type TokenPackerOptions,
   type TokenPackerWeights,

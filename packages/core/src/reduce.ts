@@ -115,9 +115,10 @@ function parseLong(definition: ReducerDefinition, body: string, fail: (why: stri
     if (value === undefined || value === "" || !Number.isFinite(number)) fail(`"${name}" needs a number`);
     values[name] = number;
   }
-  const missing = params.filter((n) => !(n in values));
+  const defaults = definition.defaults ?? {};
+  const missing = params.filter((n) => !(n in values) && !(n in defaults));
   if (missing.length) fail(`missing ${missing.join(", ")}`);
-  return { kind, ...values };
+  return { kind, ...defaults, ...values };
 }
 
 /** The short form of a spec, for labels, JSON `reducer` fields and command lines; parseReducerSpec reads it back. */

@@ -15,6 +15,8 @@ export interface EncoderNeeds {
    * graph would (so `none` reproduces the runtime's embeddings, quirks included).
    */
   stock?: boolean;
+  /** Hidden states of several encoder layers (VisionFeatures.multiLevel); the projector in use names the layers. */
+  multiLevel?: boolean;
 }
 
 /** A reducer: its spec's text form, what it needs from the encoder, and how it runs. */
@@ -23,6 +25,8 @@ export interface ReducerDefinition<Spec extends ReducerSpec = ReducerSpec> {
   readonly kind: Spec["kind"];
   /** Parameter names of the long form, in order. */
   readonly params: readonly string[];
+  /** Values of parameters the long form may leave out (so `kind` alone is a spec when every parameter has one). */
+  readonly defaults?: Readonly<Record<string, number>>;
   /**
    * Short text forms: `prefix` is what follows `kind:`-less head (e.g. "visionzip" + "auto:"),
    * `syntax` is shown in errors; `parse` returns undefined when the body does not match.

@@ -1,8 +1,8 @@
 import { LeanVisionError } from "./errors.js";
-import { checkInteger, TokenWriter } from "./features.js";
+import { allFinite, checkGridOption, checkInteger, nonFiniteError, patchToken, TokenWriter } from "./features.js";
 import { bilinearResize, geluInPlace, layerNormInPlace, linear, softmaxInPlace } from "./math.js";
 import { checkRegionGrid, regionPatches } from "./regionpack.js";
-import type { ReducedTokens } from "./types.js";
+import type { ReducedTokens, VisionFeatures } from "./types.js";
 
 export interface TokenPackerInput {
   /** [P x c] patch features of the feature layer (no CLS), row-major over the grid. */
@@ -175,4 +175,77 @@ class WeightReader {
     }
     return t.data;
   }
+}
+
+export interface TokenPackerRowsOptions {
+  /** Side of the patch region packed into each output token; must divide both grid sides. */
+  scale: number;
+}
+
+/**
+ * The `tokenpacker` reducer: everything TokenPacker's trained projector reads, gathered per output
+ * token, so that a runtime runs the projector row by row like any other (`[rows x rowDim]` in,
+ * `[rows x LM width]` out). One row per scale x scale region, regions row-major:
+ *
+ *   [ point query (dim) | multi-level state of each of the region's s*s patches (s*s x multiLevelDim) ]
+ *
+ * The point query is the bilinear downsample of the feature layer's patch grid (PyTorch
+ * `interpolate(mode="bilinear", align_corners=False)`); with a scale that divides the grid it reads
+ * only the region's own patches, so each output token depends on its row alone. Patches within a
+ * region are row-major (the official `divide_feature` order). `tokenPacker(input, weights)` on the
+ * same features equals the projector applied to these rows. Provenance: kind "packed", sources =
+ * the region's token indices.
+ */
+export function tokenPackerRows(f: VisionFeatures, options: TokenPackerRowsOptions): ReducedTokens {
+  const scale = checkGridOption(f, "tokenpacker", "scale", options?.scale, Math.min);
+  const { rows, cols } = f.grid;
+  const regions = checkRegionGrid("tokenpacker", rows, cols, scale);
+  const { multiLevel, multiLevelDim: m } = checkMultiLevel(f, "tokenpacker");
+  const { dim, clsIndex } = f;
+  const points = bilinearResize(f.hidden, dim, rows, cols, regions.rows, regions.cols, (r, c) => patchToken(r * cols + c, clsIndex));
+  const rowDim = dim + scale * scale * m;
+  const out = new TokenWriter(regions.rows * regions.cols, rowDim);
+  for (let i = 0; i < regions.rows; i++) {
+    for (let j = 0; j < regions.cols; j++) {
+      const sources = Int32Array.from(regionPatches(i, j, scale, cols), (p) => patchToken(p, clsIndex));
+      const row = out.push("packed", sources);
+      const q = i * regions.cols + j;
+      row.set(points.subarray(q * dim, (q + 1) * dim), 0);
+      sources.forEach((t, n) => {
+        if (!allFinite(multiLevel, t * m, (t + 1) * m)) throw nonFiniteMultiLevel(multiLevel, m, t);
+        row.set(multiLevel.subarray(t * m, (t + 1) * m), dim + n * m);
+      });
+      if (!allFinite(row, 0, dim)) {
+        for (const t of sources) {
+          for (let d = 0; d < dim; d++) if (!Number.isFinite(f.hidden[t * dim + d])) throw nonFiniteError("tokenpacker", "hidden", f.hidden[t * dim + d], `token ${t}, dim ${d}`);
+        }
+      }
+    }
+  }
+  return out.finish();
+}
+
+/** Throws MISSING_MULTILEVEL unless `f` carries multi-level hidden states for every token. */
+export function checkMultiLevel(f: VisionFeatures, reducer: string): { multiLevel: Float32Array; multiLevelDim: number } {
+  const { multiLevel, multiLevelDim } = f;
+  if (!(multiLevel instanceof Float32Array) || !Number.isInteger(multiLevelDim) || multiLevelDim! < 1 || multiLevel.length !== f.numTokens * multiLevelDim!) {
+    throw new LeanVisionError(
+      "MISSING_MULTILEVEL",
+      `${reducer} needs multi-level hidden states (multiLevel: [numTokens x multiLevelDim], several encoder layers concatenated per token, ` +
+        `and multiLevelDim): TokenPacker reads CLIP hidden states 12, 16, 22 and 23. In the llama adapter, load the vision model ` +
+        `with a TokenPacker projector file (loadVisionModel({ ..., projectorPath })), which names the layers to capture.`
+    );
+  }
+  return { multiLevel, multiLevelDim: multiLevelDim! };
+}
+
+function nonFiniteMultiLevel(multiLevel: Float32Array, m: number, t: number): LeanVisionError {
+  for (let d = 0; d < m; d++) {
+    const v = multiLevel[t * m + d];
+    if (!Number.isFinite(v)) {
+      const e = nonFiniteError("tokenpacker", "hidden", v, `token ${t}, multi-level dim ${d}`);
+      return new LeanVisionError("NON_FINITE", e.message.replace("hidden holds", "multiLevel holds"));
+    }
+  }
+  return nonFiniteError("tokenpacker", "hidden", NaN, `token ${t}`);
 }

@@ -24,6 +24,13 @@ export interface VisionFeatures {
   /** [numTokens x keyDim] keys of the feature layer, averaged over heads. */
   keys?: Float32Array;
   keyDim?: number;
+  /**
+   * [numTokens x multiLevelDim] hidden states of several encoder layers, concatenated per token, for
+   * a multi-level projector (TokenPacker: CLIP-L hidden states 12, 16, 22 and 23). Which layers is the
+   * projector's choice; the runtime captures them when a reducer's needs ask for `multiLevel`.
+   */
+  multiLevel?: Float32Array;
+  multiLevelDim?: number;
 }
 
 /** The geometry of a tile, known before it is encoded (enough to count a reducer's output). */
@@ -89,4 +96,5 @@ export type VisionZipSpec = { kind: "visionzip"; dominant: number; contextual: n
 export type AdaptiveVisionZipSpec = { kind: "visionzip-adaptive"; coverage: number; min: number; max: number; contextual: number };
 export type PoolSpec = { kind: "pool"; stride: number };
 export type RegionPackSpec = { kind: "regionpack"; scale: number };
-export type BuiltinReducerSpec = NoneSpec | VisionZipSpec | AdaptiveVisionZipSpec | PoolSpec | RegionPackSpec;
+export type TokenPackerSpec = { kind: "tokenpacker"; scale: number };
+export type BuiltinReducerSpec = NoneSpec | VisionZipSpec | AdaptiveVisionZipSpec | PoolSpec | RegionPackSpec | TokenPackerSpec;

@@ -46,11 +46,12 @@ afterEach(() => {
 
 describe("registry", () => {
   it("lists the built-in reducers and what each needs from the encoder", () => {
-    expect(registeredReducers().map((d) => d.kind)).toEqual(["none", "visionzip", "visionzip-adaptive", "pool", "regionpack"]);
+    expect(registeredReducers().map((d) => d.kind)).toEqual(["none", "visionzip", "visionzip-adaptive", "pool", "regionpack", "tokenpacker"]);
     expect(reducerNeeds({ kind: "none" })).toEqual({ attention: false, keys: false, stock: true });
     expect(reducerNeeds(parseReducerSpec("visionzip:54+10"))).toEqual({ attention: true, keys: true });
     expect(reducerNeeds(parseReducerSpec("visionzip:54+0"))).toEqual({ attention: true, keys: false });
     expect(reducerNeeds(parseReducerSpec("pool:2"))).toEqual({ attention: false, keys: false });
+    expect(reducerNeeds(parseReducerSpec("tokenpacker"))).toEqual({ attention: false, keys: false, multiLevel: true });
   });
 
   it("a registered reducer gets its text form, reduce, count and help without touching core", () => {
