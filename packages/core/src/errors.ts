@@ -28,7 +28,8 @@ export type LeanVisionErrorCode =
   // tooling (testkit, bench)
   | "NO_SPACE"
   | "MTMD_CLI_FAILED"
-  | "MTMD_CLI_OUTPUT";
+  | "MTMD_CLI_OUTPUT"
+  | "CONVERTER_FAILED";
 
 /** @deprecated the codes @leanvision/core itself throws; use LeanVisionErrorCode. */
 export type CoreErrorCode = LeanVisionErrorCode;

@@ -9,7 +9,9 @@ export { loadVisionModel, LlamaVisionModel, decodeImage } from "./vision-model.j
 export type { EncodedImage, EncodeOptions, ImageInput, LoadVisionModelOptions, RawRgbImage } from "./vision-model.js";
 export { ImageCache, DEFAULT_IMAGE_CACHE_BYTES } from "./image-cache.js";
 export { loadNativeBinding } from "./native-binding.js";
-export type { DecodeEmbeddings, NativeBinding, NativeVisionFeatures, VisionContextHandle, VisionContextInfo } from "./native-binding.js";
+export type { DecodeEmbeddings, NativeBinding, NativeVisionFeatures, ProjectorFileHandle, VisionContextHandle, VisionContextInfo } from "./native-binding.js";
+export { inspectProjectorFile, PROJECTOR_FILE_ARCHITECTURE } from "./projector-file.js";
+export type { ProjectorFileInfo, MlpProjectorFileInfo, TokenPackerProjectorFileInfo } from "./projector-file.js";
 
 // Chat with images: placeholder tokens + embedding injection into node-llama-cpp's own context.
 export { VisionChatSession } from "./chat-session.js";

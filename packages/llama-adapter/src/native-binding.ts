@@ -14,8 +14,17 @@ import { LeanVisionError } from "@leanvision/core";
 import { nodeLlamaCppVersion } from "../scripts/llama-source.mjs";
 import { inspectMmproj } from "./mmproj.js";
 import type { VisionContextInfo } from "./mmproj.js";
+import { inspectProjectorFile } from "./projector-file.js";
+import type { ProjectorFileInfo } from "./projector-file.js";
 
 export type { VisionContextInfo } from "./mmproj.js";
+export type { ProjectorFileInfo } from "./projector-file.js";
+
+/** Opaque handle of a loaded projector file (src/native/projector-file.cpp). */
+export interface ProjectorFileHandle {
+  readonly native: unknown;
+  readonly info: ProjectorFileInfo;
+}
 
 /** Opaque handle of a native vision context. */
 export interface VisionContextHandle {
@@ -40,6 +49,9 @@ export interface NativeVisionFeatures {
   /** [numTokens x keyDim], averaged over heads (capture only). */
   keys?: Float32Array;
   keyDim?: number;
+  /** [numTokens x multiLevelDim]: the outputs of the encoder layers `levels` asked for, concatenated per token. */
+  multiLevel?: Float32Array;
+  multiLevelDim?: number;
 }
 
 /** Decodes embedding rows into a node-llama-cpp context's sequence; resolves to the number of rows decoded. */
@@ -67,20 +79,38 @@ export interface NativeBinding {
    * `flashAttention` is true, which gives mtmd's default for a context used only by encodeStock.
    */
   createVisionContext(mmprojPath: string, opts: VisionContextOptions): VisionContextHandle;
-  /** Capture of one single-tile image; NON_FINITE never comes from here (the reducers and project check). */
-  encode(handle: VisionContextHandle, rgb: Uint8Array, width: number, height: number, opts: { capture: boolean }): Promise<NativeVisionFeatures>;
+  /**
+   * Capture of one single-tile image; NON_FINITE never comes from here (the reducers and project check).
+   * `levels`: encoder layers (0-based, at most the feature layer) whose outputs are captured too, as multiLevel.
+   */
+  encode(
+    handle: VisionContextHandle,
+    rgb: Uint8Array,
+    width: number,
+    height: number,
+    opts: { capture: boolean; levels?: number[] }
+  ): Promise<NativeVisionFeatures>;
   /** mtmd's own output embeddings for the image, [tokens x projectionDim]; NON_FINITE if any is NaN or infinite. */
   encodeStock(handle: VisionContextHandle, rgb: Uint8Array, width: number, height: number): Promise<Float32Array>;
   /** The mmproj's projector on [numTokens x hiddenDim] rows, natively; NON_FINITE for a non-finite input or output. */
   project(handle: VisionContextHandle, hidden: Float32Array, numTokens: number): Promise<Float32Array>;
   freeVisionContext(handle: VisionContextHandle): void;
+  /**
+   * Checks a projector file completely (src/projector-file.ts: INVALID_INPUT, INVALID_MODEL,
+   * UNSUPPORTED_MODEL), then loads its weights (projector-file.cpp).
+   */
+  loadProjectorFile(path: string, opts: { nThreads: number; useGpu: boolean }): ProjectorFileHandle;
+  /** The file's projector on [numRows x info.rowDim] rows → [numRows x info.outputDim]; NON_FINITE for a non-finite input or output. */
+  runProjectorFile(handle: ProjectorFileHandle, rows: Float32Array, numRows: number): Promise<Float32Array>;
+  freeProjectorFile(handle: ProjectorFileHandle): void;
   /** From inject.cpp: decodes embedding rows into a node-llama-cpp context's sequence. */
   decodeEmbeddings: DecodeEmbeddings;
 }
 
 /** The addon's own exports (src/native/*.cpp): errors carry a string `code`; the mmproj layout comes from src/mmproj.ts. */
-interface NativeAddon extends Omit<NativeBinding, "createVisionContext"> {
+interface NativeAddon extends Omit<NativeBinding, "createVisionContext" | "loadProjectorFile"> {
   createVisionContext(mmprojPath: string, layout: VisionContextInfo, opts: VisionContextOptions): { native: unknown };
+  loadProjectorFile(path: string, layout: ProjectorFileInfo, opts: { nThreads: number; useGpu: boolean }): { native: unknown };
 }
 
 interface Manifest {
@@ -141,6 +171,12 @@ function checkedBinding(addon: NativeAddon): NativeBinding {
     encodeStock: typed(addon.encodeStock),
     project: typed(addon.project),
     freeVisionContext: typed(addon.freeVisionContext),
+    loadProjectorFile: typed((path: string, opts: { nThreads: number; useGpu: boolean }) => {
+      const info = inspectProjectorFile(path);
+      return { native: addon.loadProjectorFile(path, info, opts).native, info };
+    }),
+    runProjectorFile: typed(addon.runProjectorFile),
+    freeProjectorFile: typed(addon.freeProjectorFile),
     decodeEmbeddings: typed(addon.decodeEmbeddings),
   };
 }

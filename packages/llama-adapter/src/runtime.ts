@@ -12,6 +12,8 @@ export interface OpenLlamaRuntimeOptions {
   modelPath: string;
   /** Its mmproj GGUF. */
   mmprojPath: string;
+  /** A LeanVision projector file (TokenPacker, or an mlp replacing the mmproj's); see loadVisionModel. */
+  projectorPath?: string;
   /**
    * CPU threads for the language model and the vision encoder. Default: all cores but one
    * (node-llama-cpp's own default of 4 oversubscribes small machines: minutes instead of seconds on 2 cores).
@@ -39,7 +41,7 @@ export interface LlamaVisionRuntime extends VisionRuntime {
 
 /** Loads a LLaVA GGUF pair into node-llama-cpp and returns the runtime contract over it. */
 export async function openVisionRuntime(options: OpenLlamaRuntimeOptions): Promise<LlamaVisionRuntime> {
-  const { modelPath, mmprojPath, threads = defaultThreads(), contextSize = 4096, imageCacheBytes } = options ?? ({} as OpenLlamaRuntimeOptions);
+  const { modelPath, mmprojPath, projectorPath, threads = defaultThreads(), contextSize = 4096, imageCacheBytes } = options ?? ({} as OpenLlamaRuntimeOptions);
   if (typeof modelPath !== "string" || typeof mmprojPath !== "string") {
     throw new LeanVisionError("INVALID_INPUT", "openVisionRuntime({ modelPath, mmprojPath }): pass the language model GGUF and its mmproj GGUF");
   }
@@ -49,7 +51,7 @@ export async function openVisionRuntime(options: OpenLlamaRuntimeOptions): Promi
   const model = await llama.loadModel({ modelPath });
   let vision: LlamaVisionModel;
   try {
-    vision = await loadVisionModel({ llama, model, mmprojPath, threads, imageCacheBytes });
+    vision = await loadVisionModel({ llama, model, mmprojPath, projectorPath, threads, imageCacheBytes });
   } catch (error) {
     await model.dispose();
     if (ownsLlama) await llama.dispose();
@@ -65,6 +67,7 @@ export async function openVisionRuntime(options: OpenLlamaRuntimeOptions): Promi
     description: {
       modelPath,
       mmprojPath,
+      projectorPath: projectorPath ?? null,
       threads,
       imageCacheBytes: vision.imageCache.maxBytes,
       parameters: Number((model.fileInsights as { totalElements?: number }).totalElements ?? 0) || undefined,

@@ -18,7 +18,8 @@ import type {
 import type { Llama, LlamaModel } from "node-llama-cpp";
 import { DEFAULT_IMAGE_CACHE_BYTES, ImageCache } from "./image-cache.js";
 import { loadNativeBinding, toLeanVisionError } from "./native-binding.js";
-import type { NativeBinding, NativeVisionFeatures, VisionContextHandle, VisionContextInfo } from "./native-binding.js";
+import type { NativeBinding, NativeVisionFeatures, ProjectorFileHandle, VisionContextHandle, VisionContextInfo } from "./native-binding.js";
+import type { ProjectorFileInfo, TokenPackerProjectorFileInfo } from "./projector-file.js";
 
 export type { ImageInput, RawRgbImage, EncodedImage } from "@leanvision/core";
 
@@ -29,6 +30,14 @@ export interface LoadVisionModelOptions {
   model: LlamaModel;
   /** The model's mmproj GGUF (LLaVA `mlp` projector). */
   mmprojPath: string;
+  /**
+   * A LeanVision projector file (scripts/convert-tokenpacker.py) used instead of the mmproj's own
+   * projector: an `mlp` one (e.g. fine-tuned for reduced tokens) for every reducer; a `tokenpacker`
+   * one for the `tokenpacker` reducer, the other reducers keeping the mmproj's. Checked on load:
+   * its input width against the encoder, its output width against the language model, and for
+   * TokenPacker the grid and the encoder layers it reads (MMPROJ_MISMATCH otherwise).
+   */
+  projectorPath?: string;
   /** CPU threads for the vision encoder; default: node-llama-cpp's math cores. */
   threads?: number;
   /**
@@ -66,15 +75,61 @@ export async function loadVisionModel(options: LoadVisionModelOptions): Promise<
     throw toLeanVisionError(err);
   }
   const nEmbd = model.embeddingVectorSize;
-  if (handle.info.projectionDim !== nEmbd) {
+  let projector: ProjectorFileHandle | null = null;
+  try {
+    if (options.projectorPath !== undefined) {
+      if (typeof options.projectorPath !== "string" || options.projectorPath === "") {
+        throw new LeanVisionError("INVALID_INPUT", "loadVisionModel: projectorPath must be the path of a LeanVision projector file (.gguf)");
+      }
+      projector = binding.loadProjectorFile(options.projectorPath, { nThreads: threads, useGpu: llama.gpu !== false });
+      checkProjectorFile(projector.info, handle.info, mmprojPath, nEmbd);
+    }
+    // With a projector file, the mmproj's own projector may be for another width (e.g. a 7B LLaVA-1.5
+    // mmproj as the CLIP tower of a 13B TokenPacker): only its use fails (projectorFor).
+    if (!projector && handle.info.projectionDim !== nEmbd) {
+      throw mmprojWidthError(mmprojPath, handle.info.projectionDim, nEmbd);
+    }
+  } catch (err) {
+    if (projector) binding.freeProjectorFile(projector);
     binding.freeVisionContext(handle);
-    throw new LeanVisionError(
-      "MMPROJ_MISMATCH",
-      `${mmprojPath} projects to ${handle.info.projectionDim} dimensions but the language model's embeddings have ${nEmbd}; ` +
-        `use the mmproj made for this model`
+    throw toLeanVisionError(err);
+  }
+  return new LlamaVisionModel(binding, handle, llama, model, mmprojPath, new ImageCache(cacheBytes), projector);
+}
+
+function mmprojWidthError(mmprojPath: string, projectionDim: number, nEmbd: number): LeanVisionError {
+  return new LeanVisionError(
+    "MMPROJ_MISMATCH",
+    `${mmprojPath} projects to ${projectionDim} dimensions but the language model's embeddings have ${nEmbd}; ` +
+      `use the mmproj made for this model`
+  );
+}
+
+/** A projector file must fit the encoder it reads and the language model it writes for. */
+function checkProjectorFile(p: ProjectorFileInfo, info: VisionContextInfo, mmprojPath: string, nEmbd: number): void {
+  const mismatch = (why: string): never => {
+    throw new LeanVisionError("MMPROJ_MISMATCH", `${p.path}: ${why}`);
+  };
+  if (p.inputDim !== info.hiddenDim) {
+    mismatch(`the projector reads ${p.inputDim}-wide encoder features but the encoder of ${mmprojPath} gives ${info.hiddenDim}; use the projector trained on this vision tower`);
+  }
+  if (p.outputDim !== nEmbd) {
+    mismatch(`the projector writes ${p.outputDim}-wide embeddings but the language model's are ${nEmbd}; use the projector trained with this language model`);
+  }
+  if (p.type !== "tokenpacker") return;
+  if (info.gridRows !== p.gridSize || info.gridCols !== p.gridSize) {
+    mismatch(`TokenPacker was trained on a ${p.gridSize}x${p.gridSize} patch grid but the encoder of ${mmprojPath} gives ${info.gridRows}x${info.gridCols}`);
+  }
+  // The llava graph runs layers 0..featureLayerIndex; Hugging Face's hidden_states[l] is the output of layer l-1.
+  const deepest = info.featureLayerIndex + 1;
+  if (p.featureLayer !== deepest) {
+    mismatch(
+      `TokenPacker reads its patch features from CLIP hidden state ${p.featureLayer} (and multi-level states ${p.multiLevelLayers.join(", ")}), ` +
+        `but the graph of ${mmprojPath} stops at hidden state ${deepest} (clip.vision.block_count ${info.layers}` +
+        `${deepest === info.layers ? "" : ", run up to block_count - 1 without clip.vision.feature_layer"}). ` +
+        `Use an mmproj of the same tower that runs up to hidden state ${p.featureLayer}: clip.vision.feature_layer = [${p.featureLayer}] and at least ${p.featureLayer} blocks`
     );
   }
-  return new LlamaVisionModel(binding, handle, llama, model, mmprojPath, new ImageCache(cacheBytes));
 }
 
 /**
@@ -88,16 +143,26 @@ export class LlamaVisionModel {
   readonly info: VisionContextInfo;
   private readonly binding: NativeBinding;
   private readonly handle: VisionContextHandle;
+  private readonly projector: ProjectorFileHandle | null;
   private isDisposed = false;
 
   /** Encoded images, shared by every session of this vision model. */
   readonly imageCache: ImageCache;
 
   /** @internal use loadVisionModel() */
-  constructor(binding: NativeBinding, handle: VisionContextHandle, llama: Llama, model: LlamaModel, mmprojPath: string, imageCache: ImageCache) {
+  constructor(
+    binding: NativeBinding,
+    handle: VisionContextHandle,
+    llama: Llama,
+    model: LlamaModel,
+    mmprojPath: string,
+    imageCache: ImageCache,
+    projector: ProjectorFileHandle | null = null
+  ) {
     this.imageCache = imageCache;
     this.binding = binding;
     this.handle = handle;
+    this.projector = projector;
     this.llama = llama;
     this.model = model;
     this.mmprojPath = mmprojPath;
@@ -110,7 +175,12 @@ export class LlamaVisionModel {
 
   /** Size of one embedding row (the language model's n_embd). */
   get nEmbd(): number {
-    return this.info.projectionDim;
+    return this.projector?.info.outputDim ?? this.info.projectionDim;
+  }
+
+  /** The projector file loaded with projectorPath, or null. */
+  get projectorFile(): ProjectorFileInfo | null {
+    return this.projector?.info ?? null;
   }
 
   /** The native injection entry point (inject.cpp), for VisionChatSession. */
@@ -133,6 +203,7 @@ export class LlamaVisionModel {
   async countTokens(image: ImageInput, reducer: ReducerInput = "none"): Promise<number> {
     this.assertUsable();
     const spec = toReducerSpec(reducer);
+    this.projectorFor(spec);
     const counted = countReduced(this.tileShapes(), spec);
     if (counted !== null) {
       await decodeImage(image); // the same input errors as encodeImage
@@ -146,19 +217,26 @@ export class LlamaVisionModel {
     this.assertUsable();
     const spec = toReducerSpec(reducer);
     const needs = reducerNeeds(spec);
+    const projector = this.projectorFor(spec);
     const t0 = performance.now();
     const rgb = await decodeImage(image);
     const key = cache && this.imageCache.maxBytes > 0 ? ImageCache.key(rgb, formatReducerSpec(spec)) : undefined;
     const hit = key === undefined ? undefined : this.imageCache.get(key);
     if (hit) return { ...hit, fromCache: true, timings: { encodeMs: performance.now() - t0, reduceMs: 0, projectMs: 0 } };
     const capture = needs.attention || needs.keys;
-    const native = await this.call(() => this.binding.encode(this.handle, rgb.data, rgb.width, rgb.height, { capture }));
+    // Hugging Face's hidden_states[l] is the output of encoder layer l-1.
+    const levels = projector?.info.type === "tokenpacker" && needs.multiLevel ? projector.info.multiLevelLayers.map((l) => l - 1) : undefined;
+    const native = await this.call(() => this.binding.encode(this.handle, rgb.data, rgb.width, rgb.height, levels ? { capture, levels } : { capture }));
     const tile = toVisionFeatures(native);
     const features: ImageFeatures = { tiles: [tile], tileGrid: { rows: 0, cols: 0 }, width: rgb.width, height: rgb.height };
     const t1 = performance.now();
     const reduced = needs.stock ? stockSelection(tile, native.projectorRows) : reduceImage(features, spec);
     const t2 = performance.now();
-    const embeddings = await this.call(() => this.binding.project(this.handle, reduced.hidden, reduced.numTokens));
+    const embeddings = await this.call(() =>
+      projector
+        ? this.binding.runProjectorFile(projector, reduced.hidden, reduced.numTokens)
+        : this.binding.project(this.handle, reduced.hidden, reduced.numTokens)
+    );
     const t3 = performance.now();
     const encoded: EncodedImage = {
       width: rgb.width,
@@ -194,6 +272,38 @@ export class LlamaVisionModel {
     this.isDisposed = true;
     this.imageCache.clear();
     this.binding.freeVisionContext(this.handle);
+    if (this.projector) this.binding.freeProjectorFile(this.projector);
+  }
+
+  /**
+   * The projector file a reducer's rows go to, or null for the mmproj's own projector. A reducer that
+   * needs multi-level states goes to the TokenPacker file (which names the layers), at its scale; an
+   * `mlp` file replaces the mmproj's projector for every other reducer.
+   */
+  private projectorFor(spec: ReturnType<typeof toReducerSpec>): ProjectorFileHandle | null {
+    const p = this.projector;
+    if (reducerNeeds(spec).multiLevel) {
+      if (p?.info.type !== "tokenpacker") {
+        throw new LeanVisionError(
+          "INVALID_SPEC",
+          `the ${formatReducerSpec(spec)} reducer needs a TokenPacker projector (the trained projector and the encoder layers it reads); ` +
+            `load the vision model with loadVisionModel({ ..., projectorPath }) and a projector file from scripts/convert-tokenpacker.py` +
+            (p ? ` (${p.info.path} is an ${p.info.type} projector)` : "")
+        );
+      }
+      const info: TokenPackerProjectorFileInfo = p.info;
+      if (spec.kind === "tokenpacker" && spec.scale !== info.scaleFactor) {
+        throw new LeanVisionError(
+          "INVALID_SPEC",
+          `${formatReducerSpec(spec)} packs ${spec.scale}x${spec.scale} regions but the TokenPacker projector ${info.path} was trained on ` +
+            `${info.scaleFactor}x${info.scaleFactor} (tokenpacker:${info.scaleFactor}); use that, or the checkpoint trained for ${spec.scale}x${spec.scale}`
+        );
+      }
+      return p;
+    }
+    if (p?.info.type === "mlp") return p;
+    if (this.info.projectionDim !== this.nEmbd) throw mmprojWidthError(this.mmprojPath, this.info.projectionDim, this.nEmbd);
+    return null;
   }
 
   private assertUsable(): void {
@@ -219,6 +329,7 @@ function toVisionFeatures(n: NativeVisionFeatures): VisionFeatures {
     clsIndex: n.clsIndex
   };
   if (n.attention) Object.assign(f, { attention: n.attention, heads: n.heads, keys: n.keys, keyDim: n.keyDim });
+  if (n.multiLevel) Object.assign(f, { multiLevel: n.multiLevel, multiLevelDim: n.multiLevelDim });
   return f;
 }
 

@@ -4,11 +4,13 @@
 #include <napi.h>
 
 #include "inject.h"
+#include "projector-file.h"
 #include "vision.h"
 
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
     RegisterVision(env, exports);
     RegisterInject(env, exports);
+    RegisterProjectorFile(env, exports);
     return exports;
 }
 

@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "ggml-backend.h"
+#include "multilevel.h"
 
 namespace leanvision {
 
@@ -66,8 +67,9 @@ bool OnEval(ggml_tensor * t, bool ask, void * userData) {
     const bool isAttention = full && c.sawKeys && c.attention.empty() && t->op == GGML_OP_SOFT_MAX;
     if (ask) {
         if (full && std::strncmp(t->name, "Kcur-", 5) == 0) c.deepestKeyLayer = std::max(c.deepestKeyLayer, std::atoi(t->name + 5));
-        return isKeys || isAttention || IsProjectorInput(t);
+        return isKeys || isAttention || IsProjectorInput(t) || WantsLevel(t, c);
     }
+    if (WantsLevel(t, c)) ReadLevel(t, c);
     if (isKeys) {
         ReadKeys(t, c);
     } else if (isAttention) {

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "ggml.h"
@@ -27,6 +28,12 @@ struct Capture {
     std::vector<int32_t> projectorRows;
     int numTokens = 0, dim = 0, heads = 0, keyDim = 0;
     std::string error;
+    // Multi-level capture (multilevel.h): layer outputs asked for, as read, and concatenated per token.
+    std::vector<int> levelLayers;
+    std::vector<std::vector<float>> levels;
+    std::vector<std::pair<int, int>> levelShapes;
+    std::vector<float> multiLevel;
+    int multiLevelDim = 0;
 
     // Resets for one encode of a graph whose feature layer is `featureLayerIndex`.
     void Begin(CaptureMode captureMode, int featureLayerIndex);

@@ -3,6 +3,8 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "multilevel.h"
+
 namespace leanvision {
 
 namespace {
@@ -74,7 +76,8 @@ void InitMtmd(VisionContext & vc, const std::string & path, int nThreads, bool u
     if (!mtmd_support_vision(vc.mtmd.get())) throw CodedError("UNSUPPORTED_MODEL", path + " has no vision encoder");
 }
 
-void Encode(VisionContext & vc, const std::vector<uint8_t> & rgb, int width, int height, CaptureMode mode, EncodeResult & out) {
+void Encode(VisionContext & vc, const std::vector<uint8_t> & rgb, int width, int height, CaptureMode mode, EncodeResult & out,
+            const std::vector<int> & levelLayers) {
     mtmd::bitmap bitmap(width, height, rgb.data());
     mtmd::input_chunks chunks(mtmd_input_chunks_init());
     mtmd_input_part part = {nullptr, bitmap.ptr.get()};
@@ -93,6 +96,7 @@ void Encode(VisionContext & vc, const std::vector<uint8_t> & rgb, int width, int
     const mtmd_input_chunk * chunk = chunks[0];
 
     vc.capture.Begin(mode, vc.layout.featureLayerIndex);
+    if (mode != CaptureMode::None) vc.capture.levelLayers = levelLayers;
     const int rc = mtmd_encode_chunk(vc.mtmd.get(), chunk);
     out.capture = std::move(vc.capture);
     vc.capture = Capture();
@@ -107,6 +111,7 @@ void Encode(VisionContext & vc, const std::vector<uint8_t> & rgb, int width, int
         return;
     }
     CheckCapture(vc, mode, out.capture);
+    FinishLevels(out.capture);
 }
 
 }  // namespace leanvision

@@ -36,7 +36,9 @@ struct EncodeResult {
     int stockTokens = 0;
 };
 
-// Encodes packed RGB pixels. Caller holds vc.mutex.
-void Encode(VisionContext & vc, const std::vector<uint8_t> & rgb, int width, int height, CaptureMode mode, EncodeResult & out);
+// Encodes packed RGB pixels. Caller holds vc.mutex. `levelLayers`: encoder layers whose outputs are
+// captured too, concatenated per token into out.capture.multiLevel (multilevel.h).
+void Encode(VisionContext & vc, const std::vector<uint8_t> & rgb, int width, int height, CaptureMode mode, EncodeResult & out,
+            const std::vector<int> & levelLayers = {});
 
 }  // namespace leanvision

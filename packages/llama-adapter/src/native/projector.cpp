@@ -5,9 +5,7 @@
 
 namespace leanvision {
 
-namespace {
-
-ggml_backend_t InitBackend(bool useGpu) {
+ggml_backend_t InitProjectorBackend(bool useGpu) {
     ggml_backend_t backend = nullptr;
     if (useGpu) {
         backend = ggml_backend_init_by_type(GGML_BACKEND_DEVICE_TYPE_GPU, nullptr);
@@ -18,15 +16,13 @@ ggml_backend_t InitBackend(bool useGpu) {
     return backend;
 }
 
-void SetThreads(ggml_backend_t backend, int nThreads) {
+void SetBackendThreads(ggml_backend_t backend, int nThreads) {
     ggml_backend_dev_t dev = ggml_backend_get_device(backend);
     ggml_backend_reg_t reg = dev ? ggml_backend_dev_backend_reg(dev) : nullptr;
     if (!reg) return;
     auto fn = (ggml_backend_set_n_threads_t)ggml_backend_reg_get_proc_address(reg, "ggml_backend_set_n_threads");
     if (fn) fn(backend, nThreads);
 }
-
-}  // namespace
 
 void Projector::Release() {
     buffer.reset();
@@ -35,28 +31,34 @@ void Projector::Release() {
     w0 = b0 = w2 = b2 = nullptr;
 }
 
-void LoadProjector(const GgufFile & f, bool useGpu, int nThreads, Projector & p) {
-    p.backend.reset(InitBackend(useGpu));
-    p.nThreads = nThreads;
-    ggml_init_params params = {ggml_tensor_overhead() * 8, nullptr, true};
-    p.weights.reset(ggml_init(params));
-    const char * names[4] = {"mm.0.weight", "mm.0.bias", "mm.2.weight", "mm.2.bias"};
-    ggml_tensor ** slots[4] = {&p.w0, &p.b0, &p.w2, &p.b2};
-    for (int i = 0; i < 4; i++) {
-        *slots[i] = ggml_dup_tensor(p.weights.get(), f.Tensor(names[i]));
-        ggml_set_name(*slots[i], names[i]);
+void LoadTensors(const GgufFile & f, const std::vector<const char *> & names, ggml_backend_t backend, ggml_context_ptr & weights,
+                 ggml_backend_buffer_ptr & buffer, std::vector<ggml_tensor *> & out) {
+    ggml_init_params params = {ggml_tensor_overhead() * (names.size() + 1), nullptr, true};
+    weights.reset(ggml_init(params));
+    out.clear();
+    for (const char * name : names) {
+        out.push_back(ggml_dup_tensor(weights.get(), f.Tensor(name)));
+        ggml_set_name(out.back(), name);
     }
-    p.buffer.reset(ggml_backend_alloc_ctx_tensors(p.weights.get(), p.backend.get()));
-    if (!p.buffer) throw CodedError("INVALID_MODEL", "cannot allocate the projector weights of " + f.path);
+    buffer.reset(ggml_backend_alloc_ctx_tensors(weights.get(), backend));
+    if (!buffer) throw CodedError("INVALID_MODEL", "cannot allocate the projector weights of " + f.path);
     std::ifstream in(f.path, std::ios::binary);
     std::vector<char> bytes;
-    for (int i = 0; i < 4; i++) {
-        bytes.resize(ggml_nbytes(*slots[i]));
+    for (size_t i = 0; i < names.size(); i++) {
+        bytes.resize(ggml_nbytes(out[i]));
         in.seekg((std::streamoff)f.DataOffset(names[i]));
         in.read(bytes.data(), (std::streamsize)bytes.size());
         if ((size_t)in.gcount() != bytes.size()) throw CodedError("INVALID_MODEL", f.path + " is truncated (tensor " + names[i] + ")");
-        ggml_backend_tensor_set(*slots[i], bytes.data(), 0, bytes.size());
+        ggml_backend_tensor_set(out[i], bytes.data(), 0, bytes.size());
     }
+}
+
+void LoadProjector(const GgufFile & f, bool useGpu, int nThreads, Projector & p) {
+    p.backend.reset(InitProjectorBackend(useGpu));
+    p.nThreads = nThreads;
+    std::vector<ggml_tensor *> t;
+    LoadTensors(f, {"mm.0.weight", "mm.0.bias", "mm.2.weight", "mm.2.bias"}, p.backend.get(), p.weights, p.buffer, t);
+    p.w0 = t[0], p.b0 = t[1], p.w2 = t[2], p.b2 = t[3];
 }
 
 std::vector<float> RunProjector(const Projector & p, const float * hidden, int numTokens) {
@@ -77,11 +79,11 @@ std::vector<float> RunProjector(const Projector & p, const float * hidden, int n
     ggml_gallocr_ptr alloc(ggml_gallocr_new(ggml_backend_get_default_buffer_type(p.backend.get())));
     if (!ggml_gallocr_alloc_graph(alloc.get(), gf)) throw CodedError("ENCODE_FAILED", "cannot allocate the projector graph");
     ggml_backend_tensor_set(x, hidden, 0, ggml_nbytes(x));
-    SetThreads(p.backend.get(), p.nThreads);
+    SetBackendThreads(p.backend.get(), p.nThreads);
     if (ggml_backend_graph_compute(p.backend.get(), gf) != GGML_STATUS_SUCCESS) throw CodedError("ENCODE_FAILED", "projector compute failed");
     std::vector<float> out((size_t)p.OutputDim() * numTokens);
     ggml_backend_tensor_get(cur, out.data(), 0, ggml_nbytes(cur));
-    CheckEmbeddingsFinite(out, p.OutputDim(), "the mmproj's projector");
+    CheckEmbeddingsFinite(out, p.OutputDim(), p.source);
     return out;
 }
 

@@ -17,6 +17,7 @@ struct Projector {
     ggml_backend_buffer_ptr buffer;
     ggml_tensor *w0 = nullptr, *b0 = nullptr, *w2 = nullptr, *b2 = nullptr;
     int nThreads = 1;
+    const char * source = "the mmproj's projector";  // names it in NON_FINITE messages
 
     int InputDim() const { return (int)w0->ne[0]; }
     int OutputDim() const { return (int)w2->ne[1]; }
@@ -26,6 +27,17 @@ struct Projector {
 // Loads mm.0 / mm.2 of `f` (checked by CheckProjectorTensors) onto a GPU backend when `useGpu` and
 // one is loaded, else the CPU.
 void LoadProjector(const GgufFile & f, bool useGpu, int nThreads, Projector & p);
+
+// A GPU backend when `useGpu` and one is loaded, else the CPU; NATIVE_BUILD when there is none.
+ggml_backend_t InitProjectorBackend(bool useGpu);
+
+// Sets the CPU threads of `backend` (no-op for backends without the setting).
+void SetBackendThreads(ggml_backend_t backend, int nThreads);
+
+// Copies the tensors `names` of `f` (already checked) into `weights` / `buffer` on `backend`; `out[i]`
+// is the loaded tensor of names[i], named so.
+void LoadTensors(const GgufFile & f, const std::vector<const char *> & names, ggml_backend_t backend, ggml_context_ptr & weights,
+                 ggml_backend_buffer_ptr & buffer, std::vector<ggml_tensor *> & out);
 
 // [numTokens x InputDim()] -> [numTokens x OutputDim()]; NON_FINITE if an output is NaN or infinite.
 std::vector<float> RunProjector(const Projector & p, const float * hidden, int numTokens);

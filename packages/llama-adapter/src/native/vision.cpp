@@ -75,6 +75,10 @@ Napi::Object FeaturesObject(Napi::Env env, const VisionLayout & vi, CaptureMode 
         f.Set("keys", ToFloat32Array(env, c.keys));
         f.Set("keyDim", c.keyDim);
     }
+    if (!c.multiLevel.empty()) {
+        f.Set("multiLevel", ToFloat32Array(env, c.multiLevel));
+        f.Set("multiLevelDim", c.multiLevelDim);
+    }
     return f;
 }
 
@@ -86,12 +90,13 @@ class EncodeWorker : public PromiseWorker {
 
     std::vector<uint8_t> rgb;
     int width = 0, height = 0;
+    std::vector<int> levels;  // encoder layers whose outputs are captured too (multilevel.h)
 
    protected:
     void Run() override {
         std::lock_guard<std::mutex> lock(vc_->mutex);
         if (vc_->freed) throw CodedError("DISPOSED", "the vision context was freed (the vision model is disposed)");
-        Encode(*vc_, rgb, width, height, mode_, result_);
+        Encode(*vc_, rgb, width, height, mode_, result_, levels);
     }
     Napi::Value Result(Napi::Env env) override {
         if (mode_ == CaptureMode::None) return ToFloat32Array(env, result_.stock);
@@ -164,10 +169,20 @@ Napi::Value QueueEncode(const Napi::CallbackInfo & info, const char * function, 
     if (rgb.ByteLength() != (size_t)width * height * 3) {
         args.Fail("rgb has " + std::to_string(rgb.ByteLength()) + " bytes, expected width*height*3 = " + std::to_string((size_t)width * height * 3));
     }
+    std::vector<int> levels;
     if (mode != CaptureMode::None && info.Length() > 4 && !info[4].IsUndefined()) {
-        if (!args.Flag(args.Object(4, "opts"), "capture", true)) mode = CaptureMode::Hidden;
+        Napi::Object opts = args.Object(4, "opts");
+        if (!args.Flag(opts, "capture", true)) mode = CaptureMode::Hidden;
+        // levels: [il, ...] encoder layers whose outputs (layer_out-<il>) are captured too.
+        Napi::Value list = opts.Get("levels");
+        if (!list.IsUndefined()) {
+            if (!list.IsArray()) args.Fail("opts.levels must be an array of encoder layer indices");
+            Napi::Array a = list.As<Napi::Array>();
+            for (uint32_t i = 0; i < a.Length(); i++) levels.push_back((int)args.Int(a.Get(i), "opts.levels[i]", 0, vc->layout.featureLayerIndex));
+        }
     }
     auto worker = std::make_unique<EncodeWorker>(info.Env(), info[0].As<Napi::Object>(), vc, mode);
+    worker->levels = std::move(levels);
     const uint8_t * data = static_cast<const uint8_t *>(rgb.ArrayBuffer().Data()) + rgb.ByteOffset();
     worker->rgb.assign(data, data + rgb.ByteLength());
     worker->width = width;

@@ -11,6 +11,7 @@ import { ensureLlamaSource } from "./llama-source.js";
 import { fileSha256, languageModelFile, mmprojFile, readTokenizerMetadata, vocabPath } from "./llava.js";
 import { GGUF_PROFILES, type GgufProfile, type GgufProfileName, imageTokenGrid } from "./profiles.js";
 import { formatBytes, progressBar, type ProgressCallback } from "./progress.js";
+import { ensureTokenPackerProjector, TOKENPACKER_PROFILES, type TokenPackerProfileName } from "./tokenpacker.js";
 import { tensorDataBytes, writeGguf } from "./writer.js";
 
 /** Bumped whenever the bytes written for a profile change, so old cache entries are not reused. */
@@ -27,6 +28,8 @@ export interface LlavaGgufPair {
   profile: string;
   modelPath: string;
   mmprojPath: string;
+  /** The projector file of a *-tokenpacker profile (loadVisionModel's projectorPath). */
+  projectorPath?: string;
 }
 
 /** What the cache directory's manifest.json records about a written pair. */
@@ -58,11 +61,20 @@ export function sampleImagePath(): string {
  * Returns the profile's language model and mmproj, writing them first if the cache lacks them.
  * Deterministic: the same profile and writer version always give the same bytes.
  */
-export function ensureLlavaGguf(profile: GgufProfileName, opts: EnsureOptions = {}): Promise<LlavaGgufPair> {
+export function ensureLlavaGguf(profile: GgufProfileName | TokenPackerProfileName, opts: EnsureOptions = {}): Promise<LlavaGgufPair> {
+  if (Object.hasOwn(TOKENPACKER_PROFILES, profile)) {
+    // A GGUF pair plus a TokenPacker projector file made through the converter.
+    const tp = TOKENPACKER_PROFILES[profile as TokenPackerProfileName];
+    return ensureLlavaGguf(tp.base, opts).then((pair) => ({
+      ...pair,
+      profile,
+      projectorPath: ensureTokenPackerProjector(tp.name, { cacheDir: opts.cacheDir ?? defaultCacheDir() })
+    }));
+  }
   const shapes = GGUF_PROFILES[profile as GgufProfileName];
   if (!Object.hasOwn(GGUF_PROFILES, profile) || !shapes) {
     return Promise.reject(new LeanVisionError("INVALID_INPUT",
-      `Unknown GGUF profile "${String(profile)}"; use one of: ${Object.keys(GGUF_PROFILES).join(", ")}`));
+      `Unknown GGUF profile "${String(profile)}"; use one of: ${[...Object.keys(GGUF_PROFILES), ...Object.keys(TOKENPACKER_PROFILES)].join(", ")}`));
   }
   const cacheDir = path.resolve(opts.cacheDir ?? defaultCacheDir());
   const key = `${cacheDir}\0${profile}`;

@@ -14,3 +14,8 @@ export { parseMtmdLog } from "./mtmd-log.js";
 export type { MtmdLogTimings } from "./mtmd-log.js";
 export { measurePromptEval } from "./prompt-speed.js";
 export type { PromptSpeed } from "./prompt-speed.js";
+export {
+  TOKENPACKER_PROFILES, ensureTokenPackerProjector, readProjectorStateDict, writeTokenPackerCheckpoint, convertTokenPacker, findPython,
+  CHECKPOINT_SCRIPT, CONVERTER_SCRIPT
+} from "./tokenpacker.js";
+export type { TokenPackerProfile, TokenPackerProfileName, TokenPackerProjectorOptions } from "./tokenpacker.js";

@@ -1,0 +1,298 @@
+#include "projector-file.h"
+
+#include <cmath>
+#include <cstring>
+#include <memory>
+
+#include "napi-common.h"
+
+namespace leanvision {
+
+namespace {
+
+enum Tp {
+    Q_W, K0_W, K0_B, K2_W, K2_B, V0_W, V0_B, V2_W, V2_B, LNQ_W, LNQ_B, LNK_W, LNK_B, LNV_W, LNV_B,
+    IN_W, IN_B, OUT_W, OUT_B, M0_W, M0_B, M2_W, M2_B, TP_COUNT
+};
+
+const std::vector<const char *> & TokenPackerTensorNames() {
+    static const std::vector<const char *> names = {
+        "q_proj_1.weight", "k_proj_1.0.weight", "k_proj_1.0.bias", "k_proj_1.2.weight", "k_proj_1.2.bias",
+        "v_proj_1.0.weight", "v_proj_1.0.bias", "v_proj_1.2.weight", "v_proj_1.2.bias",
+        "ln_q_1.weight", "ln_q_1.bias", "ln_k_1.weight", "ln_k_1.bias", "ln_v_1.weight", "ln_v_1.bias",
+        "clip_attn.in_proj_weight", "clip_attn.in_proj_bias", "clip_attn.out_proj.weight", "clip_attn.out_proj.bias",
+        "mlp.0.weight", "mlp.0.bias", "mlp.2.weight", "mlp.2.bias"};
+    return names;
+}
+
+// Expected ggml shape [ne0, ne1] of each tensor (ne1 = 1 for vectors), from the layout.
+void ExpectedShape(const ProjectorFileLayout & l, int i, int64_t & ne0, int64_t & ne1) {
+    const int64_t c = l.inputDim, m = l.multiLevelDim, e = l.embedDim, k = l.kvHidden, h = l.mlpHidden, o = l.outputDim;
+    switch (i) {
+        case Q_W: ne0 = c, ne1 = e; return;
+        case K0_W: case V0_W: ne0 = m, ne1 = k; return;
+        case K0_B: case V0_B: ne0 = k, ne1 = 1; return;
+        case K2_W: case V2_W: ne0 = k, ne1 = e; return;
+        case IN_W: ne0 = e, ne1 = 3 * e; return;
+        case IN_B: ne0 = 3 * e, ne1 = 1; return;
+        case OUT_W: ne0 = e, ne1 = e; return;
+        case M0_W: ne0 = e, ne1 = h; return;
+        case M0_B: ne0 = h, ne1 = 1; return;
+        case M2_W: ne0 = h, ne1 = o; return;
+        case M2_B: ne0 = o, ne1 = 1; return;
+        default: ne0 = e, ne1 = 1; return;  // the other biases and the LayerNorms
+    }
+}
+
+bool IsMatrixType(ggml_type t) { return t == GGML_TYPE_F32 || t == GGML_TYPE_F16 || t == GGML_TYPE_BF16; }
+
+void CheckTokenPackerTensors(const GgufFile & f, const ProjectorFileLayout & l) {
+    if (l.inputDim < 1 || l.outputDim < 1 || l.scale < 1 || l.heads < 1 || l.multiLevelDim < 1 || l.embedDim < 1 || l.kvHidden < 1 ||
+        l.mlpHidden < 1 || l.embedDim % l.heads != 0 || !(l.eps > 0)) {
+        throw CodedError("INVALID_MODEL", f.path + ": inconsistent TokenPacker layout");
+    }
+    const auto & names = TokenPackerTensorNames();
+    for (int i = 0; i < TP_COUNT; i++) {
+        const ggml_tensor * t = f.Tensor(names[i]);
+        if (!t) throw CodedError("INVALID_MODEL", f.path + " lacks the TokenPacker tensor " + names[i]);
+        int64_t ne0, ne1;
+        ExpectedShape(l, i, ne0, ne1);
+        if (t->ne[0] != ne0 || t->ne[1] != ne1 || t->ne[2] != 1 || t->ne[3] != 1) {
+            throw CodedError("INVALID_MODEL", f.path + ": " + names[i] + " is [" + std::to_string(t->ne[0]) + ", " + std::to_string(t->ne[1]) +
+                                                  ", " + std::to_string(t->ne[2]) + ", " + std::to_string(t->ne[3]) + "], expected [" +
+                                                  std::to_string(ne0) + ", " + std::to_string(ne1) + ", 1, 1]");
+        }
+        const bool vector = ne1 == 1;
+        if (vector ? t->type != GGML_TYPE_F32 : !IsMatrixType(t->type)) {
+            throw CodedError("INVALID_MODEL", f.path + ": " + names[i] + " has the type " + ggml_type_name(t->type) +
+                                                  (vector ? " (vectors are f32)" : " (matrices are f32, f16 or bf16)"));
+        }
+        if (f.DataOffset(names[i]) + ggml_nbytes(t) > f.fileSize) {
+            throw CodedError("INVALID_MODEL", f.path + " is truncated (the data of " + names[i] + " lies past the end of the file)");
+        }
+    }
+}
+
+// LayerNorm over ne0 with an affine weight and bias (PyTorch nn.LayerNorm).
+ggml_tensor * LayerNorm(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, ggml_tensor * b, float eps) {
+    return ggml_add(ctx, ggml_mul(ctx, ggml_norm(ctx, x, eps), w), b);
+}
+
+ggml_tensor * Linear(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, ggml_tensor * b) {
+    ggml_tensor * y = ggml_mul_mat(ctx, w, x);
+    return b ? ggml_add(ctx, y, b) : y;
+}
+
+// TokenPacker's forward on [rowDim, Q] rows (ggml order: a row is contiguous):
+//   query = LN_q(q_proj_1(point))                                  [E, Q]
+//   key   = LN_k(k_proj_1.2(GELU(k_proj_1.0(multi))))  (value alike) [E, s2*Q]
+//   each query attends over its own region's s2 keys with nn.MultiheadAttention (in_proj, heads, out_proj)
+//   out   = mlp.2(GELU(mlp.0(attended)))                           [O, Q]
+// GELU is the exact (erf) one, as nn.GELU(); LayerNorm eps from the file (official 1e-6).
+ggml_tensor * BuildTokenPacker(ggml_context * ctx, const TokenPackerModel & m, const ProjectorFileLayout & l, ggml_tensor * x, int64_t q) {
+    const auto & t = m.t;
+    const int64_t c = l.inputDim, mdim = l.multiLevelDim, e = l.embedDim, s2 = (int64_t)l.scale * l.scale;
+    const int64_t heads = l.heads, d = e / heads;
+
+    ggml_tensor * point = ggml_cont(ctx, ggml_view_2d(ctx, x, c, q, x->nb[1], 0));
+    ggml_tensor * multi = ggml_cont(ctx, ggml_view_3d(ctx, x, mdim, s2, q, mdim * sizeof(float), x->nb[1], c * sizeof(float)));
+    multi = ggml_reshape_2d(ctx, multi, mdim, s2 * q);
+
+    ggml_tensor * query = LayerNorm(ctx, Linear(ctx, point, t[Q_W], nullptr), t[LNQ_W], t[LNQ_B], l.eps);
+    auto branch = [&](int w0, int b0, int w2, int b2, int lnw, int lnb) {
+        ggml_tensor * h = ggml_gelu_erf(ctx, Linear(ctx, multi, t[w0], t[b0]));
+        return LayerNorm(ctx, Linear(ctx, h, t[w2], t[b2]), t[lnw], t[lnb], l.eps);
+    };
+    ggml_tensor * key = branch(K0_W, K0_B, K2_W, K2_B, LNK_W, LNK_B);
+    ggml_tensor * value = branch(V0_W, V0_B, V2_W, V2_B, LNV_W, LNV_B);
+
+    // nn.MultiheadAttention: in_proj_weight stacks the q, k and v projections (rows [0,E), [E,2E), [2E,3E)).
+    auto inProj = [&](ggml_tensor * in, int i) {
+        ggml_tensor * w = ggml_view_2d(ctx, t[IN_W], e, e, t[IN_W]->nb[1], i * e * t[IN_W]->nb[1]);
+        ggml_tensor * b = ggml_view_1d(ctx, t[IN_B], e, i * e * ggml_element_size(t[IN_B]));
+        return Linear(ctx, in, w, b);
+    };
+    ggml_tensor * qh = ggml_permute(ctx, ggml_reshape_4d(ctx, inProj(query, 0), d, heads, 1, q), 0, 2, 1, 3);   // [d, 1, H, Q]
+    ggml_tensor * kh = ggml_permute(ctx, ggml_reshape_4d(ctx, inProj(key, 1), d, heads, s2, q), 0, 2, 1, 3);    // [d, s2, H, Q]
+    ggml_tensor * vh = ggml_cont(ctx, ggml_permute(ctx, ggml_reshape_4d(ctx, inProj(value, 2), d, heads, s2, q), 1, 2, 0, 3));  // [s2, d, H, Q]
+
+    ggml_tensor * scores = ggml_mul_mat(ctx, kh, qh);                                      // [s2, 1, H, Q]
+    scores = ggml_soft_max_ext(ctx, scores, nullptr, 1.0f / std::sqrt((float)d), 0.0f);
+    ggml_tensor * attended = ggml_mul_mat(ctx, vh, scores);                                // [d, 1, H, Q]
+    attended = ggml_reshape_2d(ctx, attended, e, q);                                       // heads concatenated
+    attended = Linear(ctx, attended, t[OUT_W], t[OUT_B]);
+
+    ggml_tensor * hidden = ggml_gelu_erf(ctx, Linear(ctx, attended, t[M0_W], t[M0_B]));
+    return Linear(ctx, hidden, t[M2_W], t[M2_B]);
+}
+
+}  // namespace
+
+void ProjectorFile::Release() {
+    mlp.Release();
+    tokenPacker.buffer.reset();
+    tokenPacker.weights.reset();
+    tokenPacker.backend.reset();
+    tokenPacker.t.clear();
+    freed = true;
+}
+
+void LoadProjectorFile(const std::string & path, const ProjectorFileLayout & layout, bool useGpu, int nThreads, ProjectorFile & pf) {
+    GgufFile file;
+    OpenGguf(path, file);
+    pf.layout = layout;
+    if (layout.type == "mlp") {
+        VisionLayout v;
+        v.hiddenDim = layout.inputDim;
+        v.projectionDim = layout.outputDim;
+        CheckProjectorTensors(file, v);
+        LoadProjector(file, useGpu, nThreads, pf.mlp);
+        pf.mlp.source = "the projector file's mlp projector";
+    } else if (layout.type == "tokenpacker") {
+        CheckTokenPackerTensors(file, layout);
+        TokenPackerModel & m = pf.tokenPacker;
+        m.backend.reset(InitProjectorBackend(useGpu));
+        m.nThreads = nThreads;
+        LoadTensors(file, TokenPackerTensorNames(), m.backend.get(), m.weights, m.buffer, m.t);
+    } else {
+        throw CodedError("UNSUPPORTED_MODEL", path + ": projector type \"" + layout.type + "\" is not one LeanVision runs (mlp, tokenpacker)");
+    }
+}
+
+std::vector<float> RunProjectorFile(const ProjectorFile & pf, const float * rows, int numRows) {
+    const ProjectorFileLayout & l = pf.layout;
+    if (l.type == "mlp") return RunProjector(pf.mlp, rows, numRows);
+    const TokenPackerModel & m = pf.tokenPacker;
+    ggml_init_params params = {ggml_tensor_overhead() * 96 + ggml_graph_overhead(), nullptr, true};
+    ggml_context_ptr ctx(ggml_init(params));
+    ggml_tensor * x = ggml_new_tensor_2d(ctx.get(), GGML_TYPE_F32, l.RowDim(), numRows);
+    ggml_set_input(x);
+    ggml_tensor * out = BuildTokenPacker(ctx.get(), m, l, x, numRows);
+    ggml_set_output(out);
+    ggml_cgraph * gf = ggml_new_graph(ctx.get());
+    ggml_build_forward_expand(gf, out);
+
+    ggml_gallocr_ptr alloc(ggml_gallocr_new(ggml_backend_get_default_buffer_type(m.backend.get())));
+    if (!ggml_gallocr_alloc_graph(alloc.get(), gf)) throw CodedError("ENCODE_FAILED", "cannot allocate the TokenPacker graph");
+    ggml_backend_tensor_set(x, rows, 0, ggml_nbytes(x));
+    SetBackendThreads(m.backend.get(), m.nThreads);
+    if (ggml_backend_graph_compute(m.backend.get(), gf) != GGML_STATUS_SUCCESS) throw CodedError("ENCODE_FAILED", "TokenPacker compute failed");
+    std::vector<float> result((size_t)l.outputDim * numRows);
+    ggml_backend_tensor_get(out, result.data(), 0, ggml_nbytes(out));
+    CheckEmbeddingsFinite(result, l.outputDim, "the TokenPacker projector");
+    return result;
+}
+
+namespace {
+
+ProjectorFile * Unwrap(const Args & args, const Napi::Value & handle, bool live) {
+    if (!handle.IsObject() || !handle.As<Napi::Object>().Get("native").IsExternal()) {
+        args.Fail("expected a projector handle from loadProjectorFile()");
+    }
+    ProjectorFile * pf = handle.As<Napi::Object>().Get("native").As<Napi::External<ProjectorFile>>().Data();
+    if (live && pf->freed) throw CodedError("DISPOSED", "the projector file was freed (the vision model is disposed)");
+    return pf;
+}
+
+ProjectorFileLayout ReadLayout(const Args & args, const Napi::Object & info) {
+    ProjectorFileLayout l;
+    Napi::Value type = info.Get("type");
+    if (!type.IsString()) args.Fail("layout.type must be a string");
+    l.type = type.As<Napi::String>().Utf8Value();
+    l.inputDim = (int)args.Int(info.Get("inputDim"), "layout.inputDim", 1, INT32_MAX);
+    l.outputDim = (int)args.Int(info.Get("outputDim"), "layout.outputDim", 1, INT32_MAX);
+    if (l.type == "tokenpacker") {
+        l.scale = (int)args.Int(info.Get("scaleFactor"), "layout.scaleFactor", 1, 64);
+        l.heads = (int)args.Int(info.Get("heads"), "layout.heads", 1, 65536);
+        l.multiLevelDim = (int)args.Int(info.Get("multiLevelDim"), "layout.multiLevelDim", 1, INT32_MAX);
+        l.embedDim = (int)args.Int(info.Get("embedDim"), "layout.embedDim", 1, INT32_MAX);
+        l.kvHidden = (int)args.Int(info.Get("kvHidden"), "layout.kvHidden", 1, INT32_MAX);
+        l.mlpHidden = (int)args.Int(info.Get("mlpHidden"), "layout.mlpHidden", 1, INT32_MAX);
+        Napi::Value eps = info.Get("eps");
+        if (!eps.IsNumber() || !(eps.As<Napi::Number>().DoubleValue() > 0)) args.Fail("layout.eps must be a positive number");
+        l.eps = eps.As<Napi::Number>().FloatValue();
+        if ((int64_t)l.RowDim() != (int64_t)l.inputDim + (int64_t)l.scale * l.scale * l.multiLevelDim) args.Fail("layout: rows too wide");
+    }
+    return l;
+}
+
+class RunWorker : public PromiseWorker {
+   public:
+    RunWorker(Napi::Env env, Napi::Object handle, ProjectorFile * pf, std::vector<float> input, int numRows)
+        : PromiseWorker(env, "LeanVisionProjectorFile", handle, "ENCODE_FAILED"), pf_(pf), input_(std::move(input)), numRows_(numRows) {}
+
+   protected:
+    void Run() override {
+        std::lock_guard<std::mutex> lock(pf_->mutex);
+        if (pf_->freed) throw CodedError("DISPOSED", "the projector file was freed (the vision model is disposed)");
+        output_ = RunProjectorFile(*pf_, input_.data(), numRows_);
+    }
+    Napi::Value Result(Napi::Env env) override {
+        Napi::Float32Array arr = Napi::Float32Array::New(env, output_.size());
+        if (!output_.empty()) std::memcpy(arr.Data(), output_.data(), output_.size() * sizeof(float));
+        return arr;
+    }
+
+   private:
+    ProjectorFile * pf_;
+    std::vector<float> input_;
+    int numRows_;
+    std::vector<float> output_;
+};
+
+// loadProjectorFile(path, layout, { nThreads, useGpu }) -> { native }
+Napi::Value LoadProjectorFileJs(const Napi::CallbackInfo & info) {
+    Args args(info, "loadProjectorFile");
+    args.Count(2, 3, "(path, layout, { nThreads, useGpu })");
+    const std::string path = args.String(0, "path");
+    ProjectorFileLayout layout = ReadLayout(args, args.Object(1, "layout"));
+    int nThreads = 4;
+    bool useGpu = false;
+    if (info.Length() > 2 && !info[2].IsUndefined()) {
+        Napi::Object opts = args.Object(2, "opts");
+        if (!opts.Get("nThreads").IsUndefined()) nThreads = (int)args.Int(opts.Get("nThreads"), "nThreads", 1, 1024);
+        useGpu = args.Flag(opts, "useGpu", false);
+    }
+    auto pf = std::make_unique<ProjectorFile>();
+    LoadProjectorFile(path, layout, useGpu, nThreads, *pf);
+    Napi::Object handle = Napi::Object::New(info.Env());
+    handle.Set("native", Napi::External<ProjectorFile>::New(info.Env(), pf.release(), [](Napi::Env, ProjectorFile * p) { delete p; }));
+    return handle;
+}
+
+// runProjectorFile(handle, rows: Float32Array, numRows) -> Promise<Float32Array>
+Napi::Value RunProjectorFileJs(const Napi::CallbackInfo & info) {
+    Args args(info, "runProjectorFile");
+    args.Count(3, 3, "(handle, rows: Float32Array, numRows)");
+    ProjectorFile * pf = Unwrap(args, info[0], true);
+    Napi::Float32Array rows = args.Float32Array(1, "rows");
+    const int64_t n = args.Int(2, "numRows", 1, INT32_MAX);
+    const size_t rowDim = (size_t)pf->layout.RowDim();
+    if (rows.ElementLength() != (size_t)n * rowDim) {
+        args.Fail("rows must hold numRows rows of " + std::to_string(rowDim) + " floats; got " + std::to_string(rows.ElementLength()) +
+                  " floats for numRows " + std::to_string(n));
+    }
+    for (size_t i = 0; i < rows.ElementLength(); i++) {
+        if (!std::isfinite(rows[i])) args.Fail("rows contains a non-finite value at index " + std::to_string(i), "NON_FINITE");
+    }
+    std::vector<float> input(rows.Data(), rows.Data() + rows.ElementLength());
+    return (new RunWorker(info.Env(), info[0].As<Napi::Object>(), pf, std::move(input), (int)n))->Start();
+}
+
+Napi::Value FreeProjectorFileJs(const Napi::CallbackInfo & info) {
+    Args args(info, "freeProjectorFile");
+    ProjectorFile * pf = Unwrap(args, info[0], false);
+    std::lock_guard<std::mutex> lock(pf->mutex);  // waits for a running projection
+    pf->Release();
+    return info.Env().Undefined();
+}
+
+}  // namespace
+}  // namespace leanvision
+
+void RegisterProjectorFile(Napi::Env env, Napi::Object exports) {
+    using namespace leanvision;
+    exports.Set("loadProjectorFile", Napi::Function::New(env, Entry<LoadProjectorFileJs>, "loadProjectorFile"));
+    exports.Set("runProjectorFile", Napi::Function::New(env, Entry<RunProjectorFileJs>, "runProjectorFile"));
+    exports.Set("freeProjectorFile", Napi::Function::New(env, Entry<FreeProjectorFileJs>, "freeProjectorFile"));
+}
