@@ -10,9 +10,11 @@ export const BENCH_USAGE = `Usage: pnpm bench -- [options]
 
   --runtime llama|transformers   which runtime runs the model (default llama)
   --profile <name>               synthetic model written by the testkit (default tiny)
-                                 llama: tiny, tiny-siglip, small, llava-1.5-7b, nanollava
+                                 llama: tiny, tiny-siglip, small, llava-1.5-7b, nanollava,
+                                        tiny-tokenpacker, small-tokenpacker (with a TokenPacker projector file)
                                  transformers: tiny, llava-1.5-7b-shaped
   --model <gguf> --mmproj <gguf> real llama.cpp files instead of a profile (llama runtime)
+  --projector <gguf>             with --model/--mmproj: a LeanVision projector file (TokenPacker, or an mlp)
   --model <dir>                  a transformers.js model folder (transformers runtime)
   --image <file>                 image to encode (default: llama.cpp's tools/mtmd/test-1.jpeg)
   --reducers <list>              comma-separated reducer specs (default ${DEFAULT_REDUCERS})

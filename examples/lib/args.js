@@ -2,7 +2,7 @@
 import { parseArgs } from "node:util";
 import { LeanVisionError } from "@leanvision/core";
 
-export const LLAMA_PROFILES = ["tiny", "tiny-siglip", "small", "llava-1.5-7b", "nanollava"];
+export const LLAMA_PROFILES = ["tiny", "tiny-siglip", "small", "llava-1.5-7b", "nanollava", "tiny-tokenpacker", "small-tokenpacker"];
 export const TRANSFORMERS_PROFILES = ["tiny", "llava-1.5-7b-shaped"];
 
 /** Options every example takes: which runtime, which model (synthetic profile or real files), which image. */
@@ -11,6 +11,7 @@ export const MODEL_OPTIONS = {
   profile: { type: "string" },
   model: { type: "string" },
   mmproj: { type: "string" },
+  projector: { type: "string" },
   image: { type: "string" },
   threads: { type: "string" },
   help: { type: "boolean", default: false }
@@ -44,17 +45,18 @@ export function parseModelSource(values, runtime, defaults) {
     if (runtime === "llama" && !(values.model && values.mmproj)) {
       invalid("the llama runtime needs both --model <llm.gguf> and --mmproj <mmproj.gguf>");
     }
-    if (runtime === "transformers" && values.mmproj) {
-      invalid("--mmproj is for the llama runtime; for transformers pass the model folder with --model <dir>");
+    if (runtime === "transformers" && (values.mmproj || values.projector)) {
+      invalid("--mmproj and --projector are for the llama runtime; for transformers pass the model folder with --model <dir>");
     }
-    return { profile: null, modelPath: values.model, mmprojPath: values.mmproj ?? null };
+    return { profile: null, modelPath: values.model, mmprojPath: values.mmproj ?? null, projectorPath: values.projector ?? null };
   }
+  if (values.projector) invalid("--projector goes with --model/--mmproj; the *-tokenpacker profiles bring their own");
   const profiles = runtime === "llama" ? LLAMA_PROFILES : TRANSFORMERS_PROFILES;
   const profile = values.profile ?? defaults[runtime];
   if (!profiles.includes(profile)) {
     invalid(`--profile "${profile}" is not a ${runtime} profile; choose one of ${profiles.join(", ")}`);
   }
-  return { profile, modelPath: null, mmprojPath: null };
+  return { profile, modelPath: null, mmprojPath: null, projectorPath: null };
 }
 
 export function positiveInt(text, flag) {

@@ -9,23 +9,23 @@ import { defaultThreads } from "@leanvision/llama-adapter";
 export { defaultThreads };
 
 /**
- * source: { runtime: "llama"|"transformers", profile?: string, modelPath?: string, mmprojPath?: string,
+ * source: { runtime: "llama"|"transformers", profile?: string, modelPath?: string, mmprojPath?: string, projectorPath?: string,
  *           threads?: number, imageCacheBytes?: number, onProgress?: (done, total) => void }
  * profile = a synthetic model written by the testkit; threads = CPU threads (llama; default: all cores but one);
  * imageCacheBytes = 0 turns the llama runtime's image cache off (the bench and the demo measure every encode).
  * Returns the adapter's VisionRuntime; `description` also names the profile.
  */
-export async function openRuntime({ runtime, profile, modelPath, mmprojPath, threads = defaultThreads(), imageCacheBytes, onProgress }) {
+export async function openRuntime({ runtime, profile, modelPath, mmprojPath, projectorPath, threads = defaultThreads(), imageCacheBytes, onProgress }) {
   if (runtime !== "llama" && runtime !== "transformers") {
     throw new LeanVisionError("INVALID_INPUT", `unknown runtime "${runtime}"; use "llama" or "transformers"`);
   }
   if (profile) {
     const testkit = await import("@leanvision/testkit");
-    if (runtime === "llama") ({ modelPath, mmprojPath } = await testkit.ensureLlavaGguf(profile, { onProgress }));
+    if (runtime === "llama") ({ modelPath, mmprojPath, projectorPath } = await testkit.ensureLlavaGguf(profile, { onProgress }));
     else ({ dir: modelPath } = await testkit.ensureLlavaOnnx(profile, { onProgress }));
   }
   const adapter = await import(runtime === "llama" ? "@leanvision/llama-adapter" : "@leanvision/transformers-adapter");
-  const rt = await adapter.openVisionRuntime({ modelPath, mmprojPath, threads, imageCacheBytes });
+  const rt = await adapter.openVisionRuntime({ modelPath, mmprojPath, ...(projectorPath ? { projectorPath } : {}), threads, imageCacheBytes });
   rt.description.profile = profile ?? null;
   return rt;
 }

@@ -33,6 +33,14 @@ describe("parseBenchArgs", () => {
     expect(o.reducers).toEqual([{ kind: "none" }, { kind: "pool", stride: 2 }]);
   });
 
+  it("takes the TokenPacker profiles, a bare tokenpacker reducer and real projector files", () => {
+    const o = parseBenchArgs(["--profile", "small-tokenpacker", "--reducers", "none,tokenpacker"]);
+    expect(o).toMatchObject({ profile: "small-tokenpacker", projectorPath: null });
+    expect(o.reducers).toEqual([{ kind: "none" }, { kind: "tokenpacker", scale: 2 }]);
+    expect(parseBenchArgs(["--model", "a.gguf", "--mmproj", "b.gguf", "--projector", "tp.gguf"])).toMatchObject({ projectorPath: "tp.gguf" });
+    expect(codeOf(() => parseBenchArgs(["--profile", "tiny", "--projector", "tp.gguf"]))).toBe("INVALID_INPUT");
+  });
+
   it("runs the transformers runtime without the llama.cpp anchor", () => {
     const o = parseBenchArgs(["--runtime", "transformers", "--profile", "llava-1.5-7b-shaped"]);
     expect(o).toMatchObject({ runtime: "transformers", profile: "llava-1.5-7b-shaped", anchor: false });

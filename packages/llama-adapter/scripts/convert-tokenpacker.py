@@ -288,7 +288,10 @@ def expect_shape(state, name, shape):
 
 
 def scale_from_name(checkpoint, grid):
-    m = re.search(r"(\d+)token", os.path.basename(os.path.normpath(checkpoint)))
+    """From "...-<N>token" in the folder's name (or a single file's folder's)."""
+    path = os.path.normpath(checkpoint)
+    names = [os.path.basename(path)] + ([os.path.basename(os.path.dirname(path))] if os.path.isfile(path) else [])
+    m = next((m for m in (re.search(r"(\d+)token", n) for n in names) if m), None)
     if not m:
         return None
     tokens = int(m.group(1))

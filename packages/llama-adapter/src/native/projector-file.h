@@ -38,6 +38,10 @@ struct TokenPackerModel {
     ggml_context_ptr weights;
     ggml_backend_buffer_ptr buffer;
     std::vector<ggml_tensor *> t;  // in the order of TokenPackerTensorNames()
+    // Derived at load: the key projection of clip_attn transposed per head, [headDim, E, heads].
+    ggml_context_ptr derived;
+    ggml_backend_buffer_ptr derivedBuffer;
+    ggml_tensor * keyT = nullptr;
     int nThreads = 1;
 };
 
