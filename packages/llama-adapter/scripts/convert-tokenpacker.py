@@ -2,7 +2,8 @@
 """Converts a TokenPacker checkpoint's projector (or a LLaVA `mlp` projector) into a LeanVision
 projector file: GGUF, read by @leanvision/llama-adapter's loadVisionModel({ ..., projectorPath }).
 
-    python3 convert-tokenpacker.py CHECKPOINT -o tokenpacker.gguf
+    python3 convert-tokenpacker.py CHECKPOINT -o tokenpacker.gguf \
+        [--mmproj mmproj-model-f16.gguf --mmproj-out mmproj-tokenpacker.gguf]
 
 CHECKPOINT is what the official training code saves (CircleRadon/TokenPacker, released as
 sunshine-lwt/TokenPacker-* on Hugging Face):
@@ -27,6 +28,10 @@ clip_encoder.py, multimodal_projector/builder.py) unless given:
                          (144 -> 2, 64 -> 3, 36 -> 4 on the 24x24 grid)
   --outtype auto         matrices as the checkpoint stores them (fp16 -> F16, bf16 -> BF16, else F32);
                          vectors (biases, LayerNorms) always F32. f32 / f16 force one type.
+
+--mmproj / --mmproj-out: TokenPacker reads CLIP hidden state 23 (and 12, 16, 22); a LLaVA-1.5 mmproj
+of the same frozen tower (block_count 23, no clip.vision.feature_layer) makes llama.cpp run only up to
+hidden state 22. This writes a copy with clip.vision.feature_layer = [23] (tensors unchanged).
 
 The file (keys under leanvision.projector.*, tensors by their official state-dict names, shapes in
 ggml order) is described in packages/llama-adapter/README.md, "Projector files".
@@ -275,6 +280,83 @@ def write_gguf(path, metadata, tensors):
 
 
 # ---------------------------------------------------------------------------------------------
+# An mmproj copy that runs the CLIP tower deep enough for TokenPacker
+
+_SCALAR_SIZES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+
+
+def _skip_value(buf, pos, vtype):
+    if vtype in _SCALAR_SIZES:
+        return pos + _SCALAR_SIZES[vtype]
+    if vtype == GGUF_STRING:
+        (n,) = struct.unpack_from("<Q", buf, pos)
+        return pos + 8 + n
+    if vtype == GGUF_ARRAY:
+        item_type, count = struct.unpack_from("<IQ", buf, pos)
+        pos += 12
+        if item_type in _SCALAR_SIZES:
+            return pos + count * _SCALAR_SIZES[item_type]
+        for _ in range(count):
+            pos = _skip_value(buf, pos, item_type)
+        return pos
+    raise ConvertError(f"unknown GGUF value type {vtype}")
+
+
+def set_feature_layer(mmproj_in, mmproj_out, feature_layer):
+    """Copies an mmproj with clip.vision.feature_layer = [feature_layer]: llama.cpp's llava graph then
+    runs the tower up to hidden state `feature_layer` (without the key it runs block_count - 1 layers:
+    hidden state 22 of a LLaVA-1.5 mmproj, which holds 23 blocks)."""
+    with open(mmproj_in, "rb") as f:
+        head = f.read(16 << 20)
+    if head[:4] != b"GGUF":
+        raise ConvertError(f"{mmproj_in} is not a GGUF file")
+    _version, n_tensors, n_kv = struct.unpack_from("<IQQ", head, 4)
+    pos, kvs, alignment, block_count, arch = 24, [], ALIGNMENT, None, None
+    for _ in range(n_kv):
+        start = pos
+        (n,) = struct.unpack_from("<Q", head, pos)
+        key = head[pos + 8:pos + 8 + n].decode()
+        pos += 8 + n
+        (vtype,) = struct.unpack_from("<I", head, pos)
+        value_at = pos + 4
+        pos = _skip_value(head, value_at, vtype)
+        if key == "general.alignment":
+            (alignment,) = struct.unpack_from("<I", head, value_at)
+        if key == "clip.vision.block_count":
+            (block_count,) = struct.unpack_from("<I", head, value_at)
+        if key == "general.architecture":
+            arch = head[value_at + 8:pos].decode()
+        if key != "clip.vision.feature_layer":
+            kvs.append(head[start:pos])
+    if arch != "clip":
+        raise ConvertError(f"{mmproj_in} is not an mmproj (general.architecture {arch!r})")
+    if block_count is None or block_count < feature_layer:
+        raise ConvertError(f"{mmproj_in} has {block_count} encoder blocks; hidden state {feature_layer} needs at least {feature_layer}")
+    infos_start = pos
+    for _ in range(n_tensors):
+        (n,) = struct.unpack_from("<Q", head, pos)
+        pos += 8 + n
+        (n_dims,) = struct.unpack_from("<I", head, pos)
+        pos += 4 + 8 * n_dims + 4 + 8
+    infos = head[infos_start:pos]
+    data_start = pos + (-pos) % alignment
+    kvs.append(_string("clip.vision.feature_layer") + struct.pack("<I", GGUF_ARRAY) + _value(GGUF_ARRAY, (GGUF_INT32, [feature_layer])))
+    header = b"GGUF" + struct.pack("<IQQ", 3, n_tensors, len(kvs)) + b"".join(kvs) + infos
+    header += b"\0" * ((-len(header)) % alignment)
+    tmp = f"{mmproj_out}.tmp-{os.getpid()}"
+    with open(mmproj_in, "rb") as src, open(tmp, "wb") as dst:
+        dst.write(header)
+        src.seek(data_start)
+        while True:
+            chunk = src.read(16 << 20)
+            if not chunk:
+                break
+            dst.write(chunk)
+    os.replace(tmp, mmproj_out)
+    return block_count
+
+
+# ---------------------------------------------------------------------------------------------
 # Conversion
 
 
@@ -437,14 +519,32 @@ def main(argv=None):
     p.add_argument("--feature-layer", type=int, help="hidden state of the patch features (default: from mm_vision_select_layer)")
     p.add_argument("--grid", type=int, default=24, help="patch grid side (official raw_grid: 24)")
     p.add_argument("--outtype", choices=("auto", "f16", "f32"), default="auto", help="type of the weight matrices")
+    p.add_argument("--mmproj", help="an mmproj of the same CLIP tower (e.g. LLaVA-1.5's mmproj-model-f16.gguf) to copy ...")
+    p.add_argument("--mmproj-out", help="... into this file with clip.vision.feature_layer set to the projector's feature layer")
     args = p.parse_args(argv)
+    if bool(args.mmproj) != bool(args.mmproj_out):
+        p.error("--mmproj and --mmproj-out go together")
     try:
         summary, files = convert(args)
+        if args.mmproj:
+            feature_layer = args.feature_layer if args.feature_layer is not None else feature_layer_of(args)
+            blocks = set_feature_layer(args.mmproj, args.mmproj_out, feature_layer)
+            print(f"wrote {args.mmproj_out}: {os.path.basename(args.mmproj)} ({blocks} blocks) running up to hidden state {feature_layer}")
     except ConvertError as e:
         print(f"convert-tokenpacker: {e}", file=sys.stderr)
         return 2
     print(f"wrote {args.output}: {summary} (from {', '.join(os.path.basename(f) for f in files)})")
     return 0
+
+
+def feature_layer_of(args):
+    """The feature layer the projector file was written with (tokenpacker), else the tower's -2."""
+    config_path = os.path.join(args.checkpoint if os.path.isdir(args.checkpoint) else os.path.dirname(args.checkpoint), "config.json")
+    select = -2
+    if os.path.exists(config_path):
+        with open(config_path) as f:
+            select = json.load(f).get("mm_vision_select_layer", -2)
+    return select if select >= 0 else args.vision_layers + select + 1
 
 
 if __name__ == "__main__":

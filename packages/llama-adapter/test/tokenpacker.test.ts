@@ -2,6 +2,7 @@
 // TokenPacker projector file made from an official-format checkpoint by scripts/convert-tokenpacker.py):
 // multi-level capture in mtmd's graph, the `tokenpacker` reducer, the projector in ggml checked
 // against core's readable tokenPacker(), projector overrides and their typed errors, chat reuse.
+import { spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -9,9 +10,14 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { getLlama, type Llama, type LlamaModel } from "node-llama-cpp";
 import { tokenPacker, type VisionFeatures } from "@leanvision/core";
 import {
+  CONVERTER_SCRIPT,
   convertTokenPacker,
   defaultCacheDir,
   ensureLlavaGguf,
+  findPython,
+  GGUF_PROFILES,
+  mmprojFile,
+  writeGguf,
   ensureTokenPackerProjector,
   readProjectorStateDict,
   sampleImagePath,
@@ -50,6 +56,16 @@ afterAll(async () => {
   await model?.dispose();
   if (tmp) rmSync(tmp, { recursive: true, force: true });
 });
+
+/** A synthetic official-format checkpoint that fits the tiny pair (written once per run). */
+let fits: string | undefined;
+function fitsCheckpoint(): string {
+  if (!fits) {
+    fits = path.join(tmp, "TokenPacker-fits-144token");
+    writeTokenPackerCheckpoint(profile, fits, 2);
+  }
+  return fits;
+}
 
 /** core's tokenPacker() on the captured tile: patches and multi-level states without CLS. */
 function reference(tile: VisionFeatures, projectorPath: string, scale: number) {
@@ -140,14 +156,33 @@ describe("tiny-tokenpacker", () => {
     expect((await expectCode(load(path.join(tmp, "wide.gguf")), "MMPROJ_MISMATCH")).message).toMatch(/320-wide embeddings .* 256/);
 
     // Patch features from a shallower hidden state than the mmproj's graph stops at.
-    const fits = path.join(tmp, "TokenPacker-fits-144token");
-    writeTokenPackerCheckpoint(profile, fits, 2);
-    convertTokenPacker({ ...profile, levels: [1, 1, 2, 2], featureLayer: 2 }, fits, path.join(tmp, "shallow.gguf"));
+    convertTokenPacker({ ...profile, levels: [1, 1, 2, 2], featureLayer: 2 }, fitsCheckpoint(), path.join(tmp, "shallow.gguf"));
     expect((await expectCode(load(path.join(tmp, "shallow.gguf")), "MMPROJ_MISMATCH")).message).toContain("hidden state 2");
 
     // Not a projector file at all.
     expect((await expectCode(load(pair.mmprojPath), "INVALID_INPUT")).message).toContain("mmproj");
     await expectCode(load(path.join(tmp, "missing.gguf")), "INVALID_INPUT");
+  });
+
+  it("an mmproj that stops a layer short (LLaVA-1.5's, no feature_layer) is refused, and the converter's copy fixes it", async () => {
+    // As llama.cpp's legacy converter writes LLaVA-1.5's mmproj: no clip.vision.feature_layer, so the
+    // llava graph runs block_count - 1 layers (hidden state 2 of the tiny tower's 3 blocks).
+    const file = mmprojFile(GGUF_PROFILES.tiny);
+    const stock = path.join(tmp, "mmproj-stock.gguf");
+    await writeGguf(stock, { ...file, metadata: file.metadata.filter(([key]) => key !== "clip.vision.feature_layer") });
+    const short = loadVisionModel({ llama, model, mmprojPath: stock, projectorPath: pair.projectorPath, threads: THREADS });
+    expect((await expectCode(short, "MMPROJ_MISMATCH")).message).toMatch(/hidden state 3 .* stops at hidden state 2/);
+
+    const fixed = path.join(tmp, "mmproj-fixed.gguf");
+    const r = spawnSync(findPython(["numpy"]), [CONVERTER_SCRIPT, fitsCheckpoint(), "-o", path.join(tmp, "again.gguf"),
+      "--heads", "2", "--levels", "1,2,2,3", "--feature-layer", "3", "--mmproj", stock, "--mmproj-out", fixed], { encoding: "utf8" });
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toContain("running up to hidden state 3");
+    const a = await (await load(pair.projectorPath)).encodeImage(image, "tokenpacker");
+    const v = await loadVisionModel({ llama, model, mmprojPath: fixed, projectorPath: pair.projectorPath, threads: THREADS });
+    models.push(v);
+    const b = await v.encodeImage(image, "tokenpacker");
+    expect(Array.from(b.embeddings)).toEqual(Array.from(a.embeddings));
   });
 
   it("an mlp projector file replaces the mmproj's projector for every reducer", async () => {
