@@ -1,5 +1,5 @@
-// Module init of the LeanVision native addon: the vision stage (vision.cpp) and embedding injection
-// (inject.cpp). Loaded by src/native-binding.ts after node-llama-cpp's getLlama(), so the llama/ggml
+// Module init of the LeanVision native addon: the vision stage (vision.cpp), embedding injection
+// (inject.cpp) and projector files (projector-file.cpp). Loaded by src/native-binding.ts after node-llama-cpp's getLlama(), so the llama/ggml
 // shared libraries it links to are the instances node-llama-cpp already loaded.
 #include <napi.h>
 

@@ -1,7 +1,6 @@
 #include "projector-file.h"
 
 #include <cmath>
-#include <cstdlib>
 #include <cstring>
 #include <memory>
 
@@ -112,16 +111,6 @@ ggml_tensor * BuildTokenPacker(ggml_context * ctx, const TokenPackerModel & m, c
     auto inWeight = [&](int i) { return ggml_view_2d(ctx, t[IN_W], e, e, t[IN_W]->nb[1], i * e * t[IN_W]->nb[1]); };
     auto inBias = [&](int i) { return ggml_view_1d(ctx, t[IN_B], e, i * e * ggml_element_size(t[IN_B])); };
 
-    if (std::getenv("LEANVISION_TP_PLAIN")) {
-        auto inProj = [&](ggml_tensor * in, int i) { return Linear(ctx, in, inWeight(i), inBias(i)); };
-        ggml_tensor * qh = ggml_permute(ctx, ggml_reshape_4d(ctx, inProj(query, 0), d, heads, 1, q), 0, 2, 1, 3);
-        ggml_tensor * kh = ggml_permute(ctx, ggml_reshape_4d(ctx, inProj(key, 1), d, heads, s2, q), 0, 2, 1, 3);
-        ggml_tensor * vh = ggml_cont(ctx, ggml_permute(ctx, ggml_reshape_4d(ctx, inProj(value, 2), d, heads, s2, q), 1, 2, 0, 3));
-        ggml_tensor * sc = ggml_soft_max_ext(ctx, ggml_mul_mat(ctx, kh, qh), nullptr, 1.0f / std::sqrt((float)d), 0.0f);
-        ggml_tensor * at = ggml_reshape_2d(ctx, ggml_mul_mat(ctx, vh, sc), e, q);
-        at = Linear(ctx, at, t[OUT_W], t[OUT_B]);
-        return Linear(ctx, ggml_gelu_erf(ctx, Linear(ctx, at, t[M0_W], t[M0_B])), t[M2_W], t[M2_B]);
-    }
     // Per head h and query: score_n = (Wk_h key_n + bk_h) . q_h / sqrt(d). The bias term is the same for
     // every key of the query's region, so softmax drops it, and (Wk_h key_n) . q_h = key_n . (Wk_h^T q_h):
     // project the 1 query per region instead of its s2 keys.

@@ -5,7 +5,8 @@
 //
 // JS surface (see src/native-binding.ts for the types; it checks the mmproj with src/mmproj.ts first):
 //   createVisionContext(mmprojPath, layout, { nThreads, useGpu, flashAttention? }) -> { native }
-//   encode(handle, rgb, width, height, { capture })        -> Promise<features>
+//   encode(handle, rgb, width, height, { capture, levels? }) -> Promise<features>
+//     (levels: encoder layers whose outputs come back too, as multiLevel; multilevel.h)
 //   encodeStock(handle, rgb, width, height)                -> Promise<Float32Array>  (plain mtmd output)
 //   project(handle, hidden, numTokens)                     -> Promise<Float32Array>
 //   freeVisionContext(handle)
