@@ -13,8 +13,11 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
+#include <functional>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 namespace leanvision {
 
@@ -95,6 +98,19 @@ class Args {
         return info_[i].As<Napi::Float32Array>();
     }
 
+    // Float32Array argument i holding numRows rows of rowDim floats, all finite (NON_FINITE otherwise), copied.
+    std::vector<float> Rows(size_t i, const char * what, int64_t numRows, size_t rowDim) const {
+        Napi::Float32Array rows = Float32Array(i, what);
+        if (rows.ElementLength() != (size_t)numRows * rowDim) {
+            Fail(std::string(what) + " must hold " + std::to_string(numRows) + " rows of " + std::to_string(rowDim) + " floats; got " +
+                 std::to_string(rows.ElementLength()) + " floats");
+        }
+        for (size_t k = 0; k < rows.ElementLength(); k++) {
+            if (!std::isfinite(rows[k])) Fail(std::string(what) + " contains a non-finite value at index " + std::to_string(k), "NON_FINITE");
+        }
+        return std::vector<float>(rows.Data(), rows.Data() + rows.ElementLength());
+    }
+
     // A Uint8Array (or Uint8ClampedArray) as bytes.
     Napi::TypedArray Bytes(size_t i, const char * what) const {
         if (!info_[i].IsTypedArray()) Fail(std::string(what) + " must be a Uint8Array");
@@ -155,6 +171,27 @@ class PromiseWorker : public Napi::AsyncWorker {
     Napi::Promise::Deferred deferred_;
     Napi::ObjectReference owner_;
     std::string code_;
+};
+
+inline Napi::Float32Array ToFloat32Array(Napi::Env env, const std::vector<float> & v) {
+    Napi::Float32Array arr = Napi::Float32Array::New(env, v.size());
+    if (!v.empty()) std::memcpy(arr.Data(), v.data(), v.size() * sizeof(float));
+    return arr;
+}
+
+// A PromiseWorker whose work returns floats; it resolves to them as a Float32Array.
+class FloatsWorker : public PromiseWorker {
+   public:
+    FloatsWorker(Napi::Env env, const char * resourceName, Napi::Object owner, std::function<std::vector<float>()> work)
+        : PromiseWorker(env, resourceName, owner, "ENCODE_FAILED"), work_(std::move(work)) {}
+
+   protected:
+    void Run() override { output_ = work_(); }
+    Napi::Value Result(Napi::Env env) override { return ToFloat32Array(env, output_); }
+
+   private:
+    std::function<std::vector<float>()> work_;
+    std::vector<float> output_;
 };
 
 }  // namespace leanvision

@@ -198,21 +198,8 @@ std::vector<float> RunProjectorFile(const ProjectorFile & pf, const float * rows
     ggml_init_params params = {ggml_tensor_overhead() * 96 + ggml_graph_overhead(), nullptr, true};
     ggml_context_ptr ctx(ggml_init(params));
     ggml_tensor * x = ggml_new_tensor_2d(ctx.get(), GGML_TYPE_F32, l.RowDim(), numRows);
-    ggml_set_input(x);
     ggml_tensor * out = BuildTokenPacker(ctx.get(), m, l, x, numRows);
-    ggml_set_output(out);
-    ggml_cgraph * gf = ggml_new_graph(ctx.get());
-    ggml_build_forward_expand(gf, out);
-
-    ggml_gallocr_ptr alloc(ggml_gallocr_new(ggml_backend_get_default_buffer_type(m.backend.get())));
-    if (!ggml_gallocr_alloc_graph(alloc.get(), gf)) throw CodedError("ENCODE_FAILED", "cannot allocate the TokenPacker graph");
-    ggml_backend_tensor_set(x, rows, 0, ggml_nbytes(x));
-    SetBackendThreads(m.backend.get(), m.nThreads);
-    if (ggml_backend_graph_compute(m.backend.get(), gf) != GGML_STATUS_SUCCESS) throw CodedError("ENCODE_FAILED", "TokenPacker compute failed");
-    std::vector<float> result((size_t)l.outputDim * numRows);
-    ggml_backend_tensor_get(out, result.data(), 0, ggml_nbytes(out));
-    CheckEmbeddingsFinite(result, l.outputDim, "the TokenPacker projector");
-    return result;
+    return ComputeProjection(m.backend.get(), m.nThreads, ctx.get(), x, rows, out, "the TokenPacker projector");
 }
 
 namespace {
@@ -248,30 +235,6 @@ ProjectorFileLayout ReadLayout(const Args & args, const Napi::Object & info) {
     return l;
 }
 
-class RunWorker : public PromiseWorker {
-   public:
-    RunWorker(Napi::Env env, Napi::Object handle, ProjectorFile * pf, std::vector<float> input, int numRows)
-        : PromiseWorker(env, "LeanVisionProjectorFile", handle, "ENCODE_FAILED"), pf_(pf), input_(std::move(input)), numRows_(numRows) {}
-
-   protected:
-    void Run() override {
-        std::lock_guard<std::mutex> lock(pf_->mutex);
-        if (pf_->freed) throw CodedError("DISPOSED", "the projector file was freed (the vision model is disposed)");
-        output_ = RunProjectorFile(*pf_, input_.data(), numRows_);
-    }
-    Napi::Value Result(Napi::Env env) override {
-        Napi::Float32Array arr = Napi::Float32Array::New(env, output_.size());
-        if (!output_.empty()) std::memcpy(arr.Data(), output_.data(), output_.size() * sizeof(float));
-        return arr;
-    }
-
-   private:
-    ProjectorFile * pf_;
-    std::vector<float> input_;
-    int numRows_;
-    std::vector<float> output_;
-};
-
 // loadProjectorFile(path, layout, { nThreads, useGpu }) -> { native }
 Napi::Value LoadProjectorFileJs(const Napi::CallbackInfo & info) {
     Args args(info, "loadProjectorFile");
@@ -297,18 +260,13 @@ Napi::Value RunProjectorFileJs(const Napi::CallbackInfo & info) {
     Args args(info, "runProjectorFile");
     args.Count(3, 3, "(handle, rows: Float32Array, numRows)");
     ProjectorFile * pf = Unwrap(args, info[0], true);
-    Napi::Float32Array rows = args.Float32Array(1, "rows");
-    const int64_t n = args.Int(2, "numRows", 1, INT32_MAX);
-    const size_t rowDim = (size_t)pf->layout.RowDim();
-    if (rows.ElementLength() != (size_t)n * rowDim) {
-        args.Fail("rows must hold numRows rows of " + std::to_string(rowDim) + " floats; got " + std::to_string(rows.ElementLength()) +
-                  " floats for numRows " + std::to_string(n));
-    }
-    for (size_t i = 0; i < rows.ElementLength(); i++) {
-        if (!std::isfinite(rows[i])) args.Fail("rows contains a non-finite value at index " + std::to_string(i), "NON_FINITE");
-    }
-    std::vector<float> input(rows.Data(), rows.Data() + rows.ElementLength());
-    return (new RunWorker(info.Env(), info[0].As<Napi::Object>(), pf, std::move(input), (int)n))->Start();
+    const int n = (int)args.Int(2, "numRows", 1, INT32_MAX);
+    auto input = std::make_shared<std::vector<float>>(args.Rows(1, "rows", n, (size_t)pf->layout.RowDim()));
+    return (new FloatsWorker(info.Env(), "LeanVisionProjectorFile", info[0].As<Napi::Object>(), [pf, input, n] {
+               std::lock_guard<std::mutex> lock(pf->mutex);
+               if (pf->freed) throw CodedError("DISPOSED", "the projector file was freed (the vision model is disposed)");
+               return RunProjectorFile(*pf, input->data(), n);
+           }))->Start();
 }
 
 Napi::Value FreeProjectorFileJs(const Napi::CallbackInfo & info) {

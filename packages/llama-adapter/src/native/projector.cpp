@@ -65,26 +65,30 @@ std::vector<float> RunProjector(const Projector & p, const float * hidden, int n
     ggml_init_params params = {ggml_tensor_overhead() * 16 + ggml_graph_overhead(), nullptr, true};
     ggml_context_ptr ctx(ggml_init(params));
     ggml_tensor * x = ggml_new_tensor_2d(ctx.get(), GGML_TYPE_F32, p.InputDim(), numTokens);
-    ggml_set_input(x);
     // Same op sequence as clip_graph_llava::build() for PROJECTOR_TYPE_MLP.
     ggml_tensor * cur = ggml_mul_mat(ctx.get(), p.w0, x);
     cur = ggml_add(ctx.get(), cur, p.b0);
     cur = ggml_gelu(ctx.get(), cur);
     cur = ggml_mul_mat(ctx.get(), p.w2, cur);
     cur = ggml_add(ctx.get(), cur, p.b2);
-    ggml_set_output(cur);
-    ggml_cgraph * gf = ggml_new_graph(ctx.get());
-    ggml_build_forward_expand(gf, cur);
+    return ComputeProjection(p.backend.get(), p.nThreads, ctx.get(), x, hidden, cur, p.source);
+}
 
-    ggml_gallocr_ptr alloc(ggml_gallocr_new(ggml_backend_get_default_buffer_type(p.backend.get())));
-    if (!ggml_gallocr_alloc_graph(alloc.get(), gf)) throw CodedError("ENCODE_FAILED", "cannot allocate the projector graph");
-    ggml_backend_tensor_set(x, hidden, 0, ggml_nbytes(x));
-    SetBackendThreads(p.backend.get(), p.nThreads);
-    if (ggml_backend_graph_compute(p.backend.get(), gf) != GGML_STATUS_SUCCESS) throw CodedError("ENCODE_FAILED", "projector compute failed");
-    std::vector<float> out((size_t)p.OutputDim() * numTokens);
-    ggml_backend_tensor_get(cur, out.data(), 0, ggml_nbytes(cur));
-    CheckEmbeddingsFinite(out, p.OutputDim(), p.source);
-    return out;
+std::vector<float> ComputeProjection(ggml_backend_t backend, int nThreads, ggml_context * ctx, ggml_tensor * input, const float * data,
+                                     ggml_tensor * out, const char * source) {
+    ggml_set_input(input);
+    ggml_set_output(out);
+    ggml_cgraph * gf = ggml_new_graph(ctx);
+    ggml_build_forward_expand(gf, out);
+    ggml_gallocr_ptr alloc(ggml_gallocr_new(ggml_backend_get_default_buffer_type(backend)));
+    if (!ggml_gallocr_alloc_graph(alloc.get(), gf)) throw CodedError("ENCODE_FAILED", std::string("cannot allocate the graph of ") + source);
+    ggml_backend_tensor_set(input, data, 0, ggml_nbytes(input));
+    SetBackendThreads(backend, nThreads);
+    if (ggml_backend_graph_compute(backend, gf) != GGML_STATUS_SUCCESS) throw CodedError("ENCODE_FAILED", std::string(source) + ": compute failed");
+    std::vector<float> result(ggml_nelements(out));
+    ggml_backend_tensor_get(out, result.data(), 0, ggml_nbytes(out));
+    CheckEmbeddingsFinite(result, (int)out->ne[0], source);
+    return result;
 }
 
 void CheckEmbeddingsFinite(const std::vector<float> & embeddings, int rowLength, const char * source) {

@@ -42,6 +42,11 @@ void LoadTensors(const GgufFile & f, const std::vector<const char *> & names, gg
 // [numTokens x InputDim()] -> [numTokens x OutputDim()]; NON_FINITE if an output is NaN or infinite.
 std::vector<float> RunProjector(const Projector & p, const float * hidden, int numTokens);
 
+// Runs the graph of `out` (built in `ctx`, no-alloc) on `backend` with `data` in `input`; returns
+// `out` as [rows x ne0] floats, NON_FINITE (naming `source`) if any is NaN or infinite.
+std::vector<float> ComputeProjection(ggml_backend_t backend, int nThreads, ggml_context * ctx, ggml_tensor * input, const float * data,
+                                     ggml_tensor * out, const char * source);
+
 // NON_FINITE naming the first NaN or infinity in `embeddings` ([n x rowLength]), a projector's output;
 // `source` names who produced it.
 void CheckEmbeddingsFinite(const std::vector<float> & embeddings, int rowLength, const char * source);

@@ -40,12 +40,6 @@ VisionContext * UnwrapLive(const Args & args, const Napi::Value & handle) {
     return vc;
 }
 
-Napi::Float32Array ToFloat32Array(Napi::Env env, const std::vector<float> & v) {
-    Napi::Float32Array arr = Napi::Float32Array::New(env, v.size());
-    if (!v.empty()) std::memcpy(arr.Data(), v.data(), v.size() * sizeof(float));
-    return arr;
-}
-
 // The layout src/mmproj.ts found (its VisionContextInfo); CheckProjectorTensors checks it against the file.
 VisionLayout ReadLayout(const Args & args, const Napi::Object & info) {
     VisionLayout layout;
@@ -108,27 +102,6 @@ class EncodeWorker : public PromiseWorker {
     VisionContext * vc_;
     CaptureMode mode_;
     EncodeResult result_;
-};
-
-// project off the JS thread.
-class ProjectWorker : public PromiseWorker {
-   public:
-    ProjectWorker(Napi::Env env, Napi::Object handle, VisionContext * vc, std::vector<float> input, int numTokens)
-        : PromiseWorker(env, "LeanVisionProject", handle, "ENCODE_FAILED"), vc_(vc), input_(std::move(input)), numTokens_(numTokens) {}
-
-   protected:
-    void Run() override {
-        std::lock_guard<std::mutex> lock(vc_->mutex);
-        if (vc_->freed) throw CodedError("DISPOSED", "the vision context was freed (the vision model is disposed)");
-        output_ = RunProjector(vc_->projector, input_.data(), numTokens_);
-    }
-    Napi::Value Result(Napi::Env env) override { return ToFloat32Array(env, output_); }
-
-   private:
-    VisionContext * vc_;
-    std::vector<float> input_;
-    int numTokens_;
-    std::vector<float> output_;
 };
 
 Napi::Value CreateVisionContext(const Napi::CallbackInfo & info) {
@@ -199,18 +172,14 @@ Napi::Value ProjectJs(const Napi::CallbackInfo & info) {
     Args args(info, "project");
     VisionContext * vc = UnwrapLive(args, info[0]);
     args.Count(3, 3, "(handle, hidden: Float32Array, numTokens)");
-    Napi::Float32Array hidden = args.Float32Array(1, "hidden");
-    const size_t inDim = (size_t)vc->projector.InputDim();
-    const int64_t n = args.Int(2, "numTokens", 1, INT32_MAX);
-    if (hidden.ElementLength() != (size_t)n * inDim) {
-        args.Fail("hidden must hold numTokens rows of " + std::to_string(inDim) + " floats; got " + std::to_string(hidden.ElementLength()) +
-                  " floats for numTokens " + std::to_string(n));
-    }
-    for (size_t i = 0; i < hidden.ElementLength(); i++) {
-        if (!std::isfinite(hidden[i])) args.Fail("hidden contains a non-finite value at index " + std::to_string(i), "NON_FINITE");
-    }
-    std::vector<float> input(hidden.Data(), hidden.Data() + hidden.ElementLength());
-    return (new ProjectWorker(info.Env(), info[0].As<Napi::Object>(), vc, std::move(input), (int)n))->Start();
+    const int n = (int)args.Int(2, "numTokens", 1, INT32_MAX);
+    auto input = std::make_shared<std::vector<float>>(args.Rows(1, "hidden", n, (size_t)vc->projector.InputDim()));
+    // Off the JS thread, one encode/project at a time.
+    return (new FloatsWorker(info.Env(), "LeanVisionProject", info[0].As<Napi::Object>(), [vc, input, n] {
+               std::lock_guard<std::mutex> lock(vc->mutex);
+               if (vc->freed) throw CodedError("DISPOSED", "the vision context was freed (the vision model is disposed)");
+               return RunProjector(vc->projector, input->data(), n);
+           }))->Start();
 }
 
 Napi::Value FreeVisionContext(const Napi::CallbackInfo & info) {
