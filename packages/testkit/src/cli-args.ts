@@ -12,6 +12,7 @@ const DTYPES = ["fp32", "fp16", "q4", "q8"];
 export const USAGE = `Usage: pnpm --filter @leanvision/testkit make <profile...> [--out dir] [--onnx] [--dtypes list] [--check] [--bench] [--threads n]
 
   GGUF profiles (llama.cpp / node-llama-cpp): ${Object.keys(GGUF_PROFILES).join(", ")}
+                  tiny-tokenpacker, small-tokenpacker (the pair plus a TokenPacker projector file; needs Python 3 with torch and numpy)
   ONNX profiles (transformers.js): tiny (with --onnx), ${ONNX_ONLY.join(", ")}
   mtmd-cli        build stock llama.cpp's llama-mtmd-cli from node-llama-cpp's bundled source
 

@@ -3,7 +3,7 @@
 // Writes synthetic LLaVA models (GGUF pairs, or transformers.js ONNX folders) into the cache.
 import { statSync } from "node:fs";
 import { LeanVisionError } from "@leanvision/core";
-import { ensureLlavaGguf, GGUF_PROFILES, type GgufProfileName, readGgufManifest, sampleImagePath } from "./gguf/index.js";
+import { ensureLlavaGguf, GGUF_PROFILES, type GgufProfileName, readGgufManifest, sampleImagePath, TOKENPACKER_PROFILES } from "./gguf/index.js";
 import { formatBytes, progressBar } from "./gguf/progress.js";
 import { ensureMtmdCli, runMtmdCli } from "./gguf/mtmd-cli.js";
 import { measurePromptEval } from "./gguf/prompt-speed.js";
@@ -19,8 +19,9 @@ interface OnnxFactory {
 }
 
 async function makeGguf(profile: string, args: Args): Promise<void> {
-  if (!Object.hasOwn(GGUF_PROFILES, profile)) {
-    throw new LeanVisionError("INVALID_INPUT", `Unknown GGUF profile "${profile}"; use one of: ${Object.keys(GGUF_PROFILES).join(", ")} (or --onnx for ONNX profiles)`);
+  if (!Object.hasOwn(GGUF_PROFILES, profile) && !Object.hasOwn(TOKENPACKER_PROFILES, profile)) {
+    const names = [...Object.keys(GGUF_PROFILES), ...Object.keys(TOKENPACKER_PROFILES)];
+    throw new LeanVisionError("INVALID_INPUT", `Unknown GGUF profile "${profile}"; use one of: ${names.join(", ")} (or --onnx for ONNX profiles)`);
   }
   const started = performance.now();
   const pair = await ensureLlavaGguf(profile as GgufProfileName, { cacheDir: args.out, onProgress: progressBar(`writing ${profile}`) });
@@ -30,6 +31,7 @@ async function makeGguf(profile: string, args: Args): Promise<void> {
   console.log(`${profile}: ${manifest.imageTokens} image tokens${manifest.hasCls ? " + CLS" : ""}`);
   console.log(`  model   ${pair.modelPath} (${formatBytes(statSync(pair.modelPath).size)})`);
   console.log(`  mmproj  ${pair.mmprojPath} (${formatBytes(statSync(pair.mmprojPath).size)})`);
+  if (pair.projectorPath) console.log(`  projector ${pair.projectorPath} (${formatBytes(statSync(pair.projectorPath).size)}, TokenPacker through convert-tokenpacker.py)`);
   console.log(`  ${fresh ? "written" : "cached; written"} in ${(manifest.writeMs / 1000).toFixed(1)} s`);
   if (args.check) {
     const binary = await ensureMtmdCli({ cacheDir: args.out, onLog: (line) => process.stderr.write(`  [build] ${line}\n`) });
