@@ -27,7 +27,9 @@ clip_encoder.py, multimodal_projector/builder.py) unless given:
   --scale-factor         config.json's scale_factor; else from a folder name "...-<N>token"
                          (144 -> 2, 64 -> 3, 36 -> 4 on the 24x24 grid)
   --outtype auto         matrices as the checkpoint stores them (fp16 -> F16, bf16 -> BF16, else F32);
-                         vectors (biases, LayerNorms) always F32. f32 / f16 force one type.
+                         vectors (biases, LayerNorms) always F32. f32 / f16 / bf16 force one type
+                         (bf16: ~1.5x faster on CPUs with AVX-512 BF16; ggml then rounds activations
+                         to bf16 too: about 1e-2 relative error instead of 1e-3).
 
 --mmproj / --mmproj-out: TokenPacker reads CLIP hidden state 23 (and 12, 16, 22); a LLaVA-1.5 mmproj
 of the same frozen tower (block_count 23, no clip.vision.feature_layer) makes llama.cpp run only up to
@@ -260,8 +262,9 @@ def write_gguf(path, metadata, tensors):
         header += _string(key) + struct.pack("<I", vtype) + _value(vtype, value)
     blobs, offset = [], 0
     for name, arr, gtype in tensors:
-        if gtype == GGML_BF16:  # values that came from bf16: the top 16 bits of their float32 are exact
-            data = (np.ascontiguousarray(arr, dtype=np.float32).view(np.uint32) >> 16).astype(np.uint16).tobytes()
+        if gtype == GGML_BF16:  # round to nearest even (exact for values that came from bf16)
+            bits = np.ascontiguousarray(arr, dtype=np.float32).view(np.uint32).astype(np.uint64)
+            data = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16).tobytes()
         else:
             data = np.ascontiguousarray(arr, dtype=np.float16 if gtype == GGML_F16 else np.float32).tobytes()
         dims = list(reversed(arr.shape))  # ggml order: ne[0] is the contiguous dimension
@@ -497,7 +500,9 @@ def convert(args):
         # Matrices: f16 when asked; auto keeps what the checkpoint stored (fp16 -> F16, bf16 -> BF16, both exact).
         gtype = GGML_F32
         kept = stored[source.get(name, name)]
-        if arr.ndim == 2 and args.outtype == "f16":
+        if arr.ndim == 2 and args.outtype == "bf16":
+            gtype = GGML_BF16
+        elif arr.ndim == 2 and args.outtype == "f16":
             if np.abs(arr).max() > 65504:
                 raise ConvertError(f"{name} has values beyond f16's range; use --outtype f32")
             gtype = GGML_F16
@@ -518,7 +523,8 @@ def main(argv=None):
     p.add_argument("--vision-layers", type=int, default=24, help="layers of the vision tower (CLIP ViT-L/14-336: 24)")
     p.add_argument("--feature-layer", type=int, help="hidden state of the patch features (default: from mm_vision_select_layer)")
     p.add_argument("--grid", type=int, default=24, help="patch grid side (official raw_grid: 24)")
-    p.add_argument("--outtype", choices=("auto", "f16", "f32"), default="auto", help="type of the weight matrices")
+    p.add_argument("--outtype", choices=("auto", "f16", "bf16", "f32"), default="auto",
+                   help="type of the weight matrices (bf16: faster on CPUs with AVX-512 BF16, rounds fp16 weights)")
     p.add_argument("--mmproj", help="an mmproj of the same CLIP tower (e.g. LLaVA-1.5's mmproj-model-f16.gguf) to copy ...")
     p.add_argument("--mmproj-out", help="... into this file with clip.vision.feature_layer set to the projector's feature layer")
     args = p.parse_args(argv)

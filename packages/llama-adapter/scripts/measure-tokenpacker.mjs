@@ -4,14 +4,16 @@
 // Medians over --runs of wall time and of this process's CPU time (the steadier one on a shared
 // machine; with --threads 1 it is the work done). Needs `pnpm build` (imports ../dist).
 //
-// node packages/llama-adapter/scripts/measure-tokenpacker.mjs [--projector <file.gguf>] [--runs 5] [--threads 1] [--check]
+// node packages/llama-adapter/scripts/measure-tokenpacker.mjs [--projector <file.gguf>] [--runs 5] [--threads 1] [--check] [--mmproj <file.gguf>]
 //
 // Without --projector it measures at the official size (c 1024, multi-level 4096, clip_attn 1024 with
 // 8 heads, mlp 1024 -> 4096 -> 4096, fp16 matrices as released): a synthetic checkpoint in the official
 // format (packages/testkit/python/make_tokenpacker_checkpoint.py, needs torch) converted by
 // convert-tokenpacker.py, cached in $LEANVISION_CACHE_DIR (default ~/.cache/leanvision)/tokenpacker.
 // --check also runs core's readable tokenPacker() on the same input (seconds) and reports the largest
-// difference.
+// difference. --mmproj also times the CLIP encode of llama.cpp's sample image with the projector's
+// multi-level layers captured (mtmd, same threads), for the projector's share of the vision stage
+// (e.g. the testkit's llava-1.5-7b mmproj: CLIP ViT-L/14-336, 23 layers run).
 import { execFileSync } from "node:child_process";
 import { existsSync, mkdirSync, rmSync } from "node:fs";
 import os from "node:os";
@@ -28,7 +30,8 @@ const { values } = parseArgs({
     projector: { type: "string" },
     runs: { type: "string", default: "5" },
     threads: { type: "string", default: "1" },
-    check: { type: "boolean", default: false }
+    check: { type: "boolean", default: false },
+    mmproj: { type: "string" }
   }
 });
 const runs = Number(values.runs);
@@ -92,6 +95,25 @@ console.log(
   `  native projector: median ${median(wall).toFixed(1)} ms wall, ${median(cpu).toFixed(1)} ms CPU; fastest ${Math.min(...wall).toFixed(1)} ms wall, ` +
     `${Math.min(...cpu).toFixed(1)} ms CPU (${runs} runs after one warm-up)`
 );
+
+if (values.mmproj) {
+  const { decodeImage } = await import("../dist/index.js");
+  const { ensureLlamaSource } = await import("./llama-source.mjs");
+  const rgb = await decodeImage(path.join(ensureLlamaSource(), "tools", "mtmd", "test-1.jpeg"));
+  const vc = binding.createVisionContext(values.mmproj, { nThreads: threads, useGpu: false });
+  const levels = info.multiLevelLayers.map((l) => l - 1);
+  const encodeCpu = [];
+  for (let i = 0; i <= Math.min(runs, 3); i++) {
+    const c0 = process.cpuUsage();
+    await binding.encode(vc, rgb.data, rgb.width, rgb.height, { capture: false, levels });
+    const c = process.cpuUsage(c0);
+    if (i > 0) encodeCpu.push((c.user + c.system) / 1000);
+  }
+  binding.freeVisionContext(vc);
+  const e = median(encodeCpu);
+  console.log(`  CLIP encode with multi-level capture (${path.basename(values.mmproj)}): median ${e.toFixed(0)} ms CPU; ` +
+    `the projector is ${((100 * median(cpu)) / e).toFixed(1)}% of it`);
+}
 
 if (values.check) {
   const { tokenPacker } = await import("@leanvision/core");

@@ -92,6 +92,14 @@ describe("convert-tokenpacker.py", () => {
       multiLevelLayers: [1, 2, 2, 3], multiLevelDim: 512, embedDim: 128, kvHidden: 128, mlpHidden: 256, rowDim: 128 + 4 * 512
     });
     expect(inspectProjectorFile(file).eps).toBeCloseTo(1e-6, 12);
+
+    // --outtype bf16 (the faster kind on AVX-512 BF16 CPUs) rounds the matrices to bf16, to nearest.
+    const bf16 = path.join(tmp, "tiny-bf16.gguf");
+    convertTokenPacker(profile, checkpoint, bf16, ["--outtype", "bf16"]);
+    expect(readGgufHeader(bf16).tensors.get("mlp.2.weight")!.type).toBe(30);
+    const rounded = readProjectorStateDict(bf16)["mlp.2.weight"].data;
+    const exact = expected["mlp.2.weight"].data;
+    for (let i = 0; i < exact.length; i++) expect(Math.abs(rounded[i] - exact[i])).toBeLessThanOrEqual(Math.abs(exact[i]) * 2 ** -8);
   });
 
   it("reads bf16 safetensors shards (kept as BF16) and a stage-1 mm_projector.bin (scale from the name)", () => {
