@@ -2,7 +2,7 @@
 // captured (native) → core reducer → the mmproj's projector on the kept tokens (native).
 import { existsSync, statSync } from "node:fs";
 import { performance } from "node:perf_hooks";
-import sharp from "sharp";
+import { decodeImage, DEFAULT_MAX_PIXELS } from "@leanvision/image";
 import { countReduced, formatReducerSpec, LeanVisionError, reduceImage, reducerNeeds, toReducerSpec } from "@leanvision/core";
 import type {
   EncodedImage,
@@ -31,6 +31,8 @@ export interface LoadVisionModelOptions {
   mmprojPath: string;
   /** CPU threads for the vision encoder; default: node-llama-cpp's math cores. */
   threads?: number;
+  /** Images of more pixels are refused (IMAGE_TOO_LARGE) from their header, before decoding; default 50 megapixels. */
+  maxPixels?: number;
   /**
    * Bound in bytes of the cache of encoded images chats share (same pixels + same reducer are encoded
    * once); default DEFAULT_IMAGE_CACHE_BYTES (256 MiB), 0 turns it off.
@@ -74,7 +76,7 @@ export async function loadVisionModel(options: LoadVisionModelOptions): Promise<
         `use the mmproj made for this model`
     );
   }
-  return new LlamaVisionModel(binding, handle, llama, model, mmprojPath, new ImageCache(cacheBytes));
+  return new LlamaVisionModel(binding, handle, llama, model, mmprojPath, new ImageCache(cacheBytes), options.maxPixels ?? DEFAULT_MAX_PIXELS);
 }
 
 /**
@@ -94,7 +96,15 @@ export class LlamaVisionModel {
   readonly imageCache: ImageCache;
 
   /** @internal use loadVisionModel() */
-  constructor(binding: NativeBinding, handle: VisionContextHandle, llama: Llama, model: LlamaModel, mmprojPath: string, imageCache: ImageCache) {
+  constructor(
+    binding: NativeBinding,
+    handle: VisionContextHandle,
+    llama: Llama,
+    model: LlamaModel,
+    mmprojPath: string,
+    imageCache: ImageCache,
+    private readonly maxPixels: number
+  ) {
     this.imageCache = imageCache;
     this.binding = binding;
     this.handle = handle;
@@ -135,7 +145,7 @@ export class LlamaVisionModel {
     const spec = toReducerSpec(reducer);
     const counted = countReduced(this.tileShapes(), spec);
     if (counted !== null) {
-      await decodeImage(image); // the same input errors as encodeImage
+      await decodeImage(image, { maxPixels: this.maxPixels }); // the same input errors as encodeImage
       return counted;
     }
     return (await this.encodeImage(image, spec)).numTokens;
@@ -147,7 +157,7 @@ export class LlamaVisionModel {
     const spec = toReducerSpec(reducer);
     const needs = reducerNeeds(spec);
     const t0 = performance.now();
-    const rgb = await decodeImage(image);
+    const rgb = await decodeImage(image, { maxPixels: this.maxPixels });
     const key = cache && this.imageCache.maxBytes > 0 ? ImageCache.key(rgb, formatReducerSpec(spec)) : undefined;
     const hit = key === undefined ? undefined : this.imageCache.get(key);
     if (hit) return { ...hit, fromCache: true, timings: { encodeMs: performance.now() - t0, reduceMs: 0, projectMs: 0 } };
@@ -182,7 +192,7 @@ export class LlamaVisionModel {
    */
   async encodeImageStock(image: ImageInput): Promise<{ embeddings: Float32Array; numTokens: number; encodeMs: number }> {
     this.assertUsable();
-    const rgb = await decodeImage(image);
+    const rgb = await decodeImage(image, { maxPixels: this.maxPixels });
     const t0 = performance.now();
     const embeddings = await this.call(() => this.binding.encodeStock(this.handle, rgb.data, rgb.width, rgb.height));
     return { embeddings, numTokens: embeddings.length / this.nEmbd, encodeMs: performance.now() - t0 };
@@ -236,34 +246,4 @@ function stockSelection(f: VisionFeatures, rows: Int32Array): ReducedImage {
   });
   const tile = { hidden, numTokens: rows.length, dim: f.dim, provenance: provenance.map(({ kind, sources }) => ({ kind, sources })) };
   return { hidden, numTokens: rows.length, dim: f.dim, provenance, tiles: [tile] };
-}
-
-/** Decodes any supported input to packed RGB. Bad input → IMAGE_DECODE / INVALID_INPUT. */
-export async function decodeImage(image: ImageInput): Promise<RawRgbImage> {
-  if (image != null && typeof image === "object" && !(image instanceof Uint8Array)) {
-    const { data, width, height } = image as RawRgbImage;
-    if (!(data instanceof Uint8Array) || !Number.isInteger(width) || !Number.isInteger(height) || width < 1 || height < 1) {
-      throw new LeanVisionError("INVALID_INPUT", "a raw image must be { data: Uint8Array, width, height } with positive integer sizes");
-    }
-    if (data.length !== width * height * 3) {
-      throw new LeanVisionError("INVALID_INPUT", `raw RGB image ${width}x${height} needs ${width * height * 3} bytes, got ${data.length}`);
-    }
-    return { data, width, height };
-  }
-  if (typeof image === "string") {
-    if (!existsSync(image) || !statSync(image).isFile()) throw new LeanVisionError("INVALID_INPUT", `image file not found: ${image}`);
-  } else if (!(image instanceof Uint8Array)) {
-    throw new LeanVisionError("INVALID_INPUT", "an image must be a file path, a Buffer/Uint8Array of an encoded image, or { data, width, height } raw RGB");
-  } else if (image.length === 0) {
-    throw new LeanVisionError("IMAGE_DECODE", "the image buffer is empty");
-  }
-  try {
-    // Like llama.cpp's own loader (stb_image, 3 channels): alpha dropped, EXIF orientation not applied.
-    const { data, info } = await sharp(image).toColourspace("srgb").removeAlpha().raw().toBuffer({ resolveWithObject: true });
-    if (info.channels !== 3) throw new Error(`decoded to ${info.channels} channels`);
-    return { data: new Uint8Array(data.buffer, data.byteOffset, data.length), width: info.width, height: info.height };
-  } catch (err) {
-    const what = typeof image === "string" ? image : `the ${image.length}-byte buffer`;
-    throw new LeanVisionError("IMAGE_DECODE", `cannot decode ${what} as an image (${(err as Error).message}); pass a JPEG, PNG, WebP, GIF, TIFF, AVIF or SVG image`, { cause: err });
-  }
 }
