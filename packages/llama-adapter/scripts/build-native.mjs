@@ -357,6 +357,11 @@ function writeAtomic(file, text) {
  * Where the one install line goes. npm (7+) runs install scripts in the background and shows their
  * output only when they fail, so under npm the line is written to the terminal (/dev/tty) when there
  * is one; pnpm, yarn and `npm --foreground-scripts` show stdout.
+ *
+ * The line is written when the build starts (what it builds, how long it should take) and completed
+ * when it ends ("done in 84 s"). On a terminal npm's spinner draws at the end of it meanwhile, each
+ * frame stepping back one column and erasing to the end of the line: the line ends with a space for
+ * it, and the ending steps back over that space or the last frame the same way.
  */
 function openOutput() {
   let fd = null;
@@ -369,31 +374,32 @@ function openOutput() {
       fd = null; // no terminal (CI): stay quiet, as npm does
     }
   }
+  const terminal = fd !== null || process.stdout.isTTY;
   const write = (text) => {
     if (fd !== null) writeSync(fd, text);
     else if (!npmBackground) process.stdout.write(text);
   };
-  let open = false;
+  let open = null; // the started line, until it is ended
   // Outside an install, the detailed log lines go in between: start and end are lines of their own.
   const oneLine = args.install && !args.verbose;
   return {
-    isOpen: () => open,
+    isOpen: () => open !== null,
     start(text) {
-      write(oneLine ? text : `${text}\n`);
-      open = true;
+      open = text;
+      write(!oneLine ? `${text}\n` : terminal ? `${text} ` : text);
     },
     end(text) {
-      if (!open) return;
-      write(oneLine ? `${text}\n` : `[leanvision native]${text}\n`);
-      open = false;
+      if (open === null) return;
+      write(!oneLine ? `[leanvision native]${text}\n` : terminal ? `\u001b[1D\u001b[K${text}\n` : `${text}\n`);
+      open = null;
     },
     line(text) {
-      if (open) write("\n");
-      open = false;
+      if (open !== null) write("\n");
+      open = null;
       write(`${text}\n`);
     },
     close() {
-      if (open) write("\n");
+      if (open !== null) write("\n");
       if (fd !== null) closeSync(fd);
       fd = null;
     }
