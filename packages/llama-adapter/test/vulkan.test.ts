@@ -182,7 +182,12 @@ if (ROLE === "cpu") {
         vulkan = await runScenario(llama, model, vision);
       } catch (err) {
         // vitest prints only the `code` of a serialized LeanVisionError; keep the message.
-        throw new Error(`the scenario failed on Vulkan: ${(err as { code?: string }).code ?? ""} ${(err as Error).message}`, { cause: err });
+        const message = (err as Error).message;
+        const known = /projector input was not seen/.test(message)
+          ? " (known cause, issue 15: on a GPU backend ggml's scheduler hands the GET_ROWS that reads the graph input `patches` " +
+            "a copy named \"Vulkan0#patches#0\", which vision.cpp's IsProjectorInput does not recognise)"
+          : "";
+        throw new Error(`the scenario failed on Vulkan: ${(err as { code?: string }).code ?? ""} ${message}${known}`, { cause: err });
       }
       writeTable(cpu, vulkan);
     }, 1_800_000);
