@@ -82,7 +82,9 @@ async function main() {
   }
   const version = checkNodeLlamaCppVersion();
   const nlcDir = nodeLlamaCppDir();
-  const binsDirs = args.bins.length > 0 ? args.bins.map(checkBinsArg) : findBinsDirs(nlcDir);
+  // Without --bins: every flavour installed next to node-llama-cpp, plus the folders built for before
+  // with --bins (relinked too, so no addon is left behind on older objects).
+  const binsDirs = args.bins.length > 0 ? args.bins.map(checkBinsArg) : [...new Set([...findBinsDirs(nlcDir), ...previousBinsDirs()])];
   if (binsDirs.length === 0) {
     throw new Error(
       `no node-llama-cpp binaries (libllama) found for ${process.platform}-${process.arch} next to ${nlcDir}; ` +
@@ -202,6 +204,16 @@ function findBinsDirs(nlcDir) {
     for (const build of readdirSync(localBuilds)) found.push(path.join(localBuilds, build, "Release"));
   }
   return [...new Set(found.filter((dir) => libllamaIn(dir) != null).map((dir) => realpathSync(dir)))].sort();
+}
+
+/** Binaries folders of the current manifest that still hold their libllama. */
+function previousBinsDirs() {
+  try {
+    const old = JSON.parse(readFileSync(manifestPath, "utf8"));
+    return old.addons.filter((a) => existsSync(a.libllama)).map((a) => realpathSync(a.binsDir));
+  } catch {
+    return [];
+  }
 }
 
 /** Key of a binaries directory: the addon for it lives in build/native/<key>/. */
