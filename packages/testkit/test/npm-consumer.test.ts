@@ -12,7 +12,7 @@ import { cleanEnv, ensureNpmApp, packWorkspace, publishablePackages, registryUnr
 import type { NpmApp } from "./support/npm-app.js";
 import { extractSnippets, prepareSnippet } from "./support/snippets.js";
 
-const SNIPPET_TIMEOUT_MS = 300_000;
+const SNIPPET_TIMEOUT_MS = 480_000; // seconds-to-a-minute normally; a hang (threads, maxTokens) never ends
 let skip: string | undefined;
 let app: NpmApp | undefined;
 let scratch: string;

@@ -11,7 +11,7 @@ import { ensureNpmApp, publishablePackages, registryUnreachable, repoRoot, runNo
 import type { NpmApp } from "./support/npm-app.js";
 import { extractSnippets, prepareSnippet } from "./support/snippets.js";
 
-const TIMEOUT_MS = 300_000;
+const TIMEOUT_MS = 480_000; // seconds-to-a-minute normally; a hang (threads, maxTokens) never ends
 const readmes = ["README.md", ...publishablePackages().map((p) => path.relative(repoRoot, path.join(p.dir, "README.md")))];
 const snippets = readmes.flatMap((readme) => extractSnippets(repoRoot, readme));
 

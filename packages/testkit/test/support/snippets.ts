@@ -10,7 +10,7 @@
 //   first argument of `from_pretrained(...)`, a string literal or a variable defined from one
 //   (`const dir = "..."`). These are replaced by the synthetic `tiny` models and llama.cpp's sample
 //   image; nothing else is touched.
-// - It finishes on its own on a small machine: `maxTokens` on every prompt (a random model never
+// - It finishes on its own on a small machine (the test allows 480 s on 2 shared cores): `maxTokens` on every prompt (a random model never
 //   stops) and no more llama.cpp threads than cores (node-llama-cpp's default is at least 4).
 import { readFileSync } from "node:fs";
 import path from "node:path";
