@@ -4,14 +4,15 @@
 //
 // scripts/build-native.mjs links one addon per node-llama-cpp binaries directory (prebuilt CPU,
 // CUDA, Vulkan, or a local build) and records them in build/native/manifest.json. At run time the
-// addon must match the libllama node-llama-cpp actually loaded (getLlama() picks it), so we look
-// that file up among the process's loaded shared objects and pick the addon linked against it.
+// addon must match the libllama node-llama-cpp actually loaded (getLlama() picks it: libllama.v0.5.0.so,
+// libllama.vulkan.v0.5.0.so, libllama.cuda.v0.5.0.so, ...), so we look that file up among the
+// process's loaded shared objects and pick the addon linked against it.
 import { existsSync, readFileSync, realpathSync } from "node:fs";
 import { createRequire } from "node:module";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { LeanVisionError } from "@leanvision/core";
-import { nodeLlamaCppVersion } from "../scripts/llama-source.mjs";
+import { describeBinsDir, libllamaVariant, nodeLlamaCppVersion, requiredNodeLlamaCppVersion } from "../scripts/llama-source.mjs";
 import { inspectMmproj } from "./mmproj.js";
 import type { VisionContextInfo } from "./mmproj.js";
 
@@ -86,7 +87,8 @@ interface NativeAddon extends Omit<NativeBinding, "createVisionContext"> {
 interface Manifest {
   nodeLlamaCpp: string;
   llamaCommit: string;
-  addons: Array<{ binsDir: string; libllama: string; addon: string; hasInject: boolean }>;
+  /** `addon` is relative to the manifest's folder (absolute in manifests of older builds). */
+  addons: Array<{ flavour?: string; binsDir: string; libllama: string; addon: string; hasInject: boolean }>;
 }
 
 const adapterDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
@@ -95,7 +97,8 @@ const manifestPath = path.join(adapterDir, "build", "native", "manifest.json");
 let loaded: NativeBinding | undefined;
 
 /**
- * Loads the addon matching the libllama node-llama-cpp has loaded. Call after `await getLlama()`.
+ * Loads the addon matching the libllama node-llama-cpp has loaded (its CPU, CUDA, Vulkan or Metal
+ * prebuilt binaries, or a local build). Call after `await getLlama()`.
  * Throws LeanVisionError NATIVE_BUILD, saying what to run, when the addon is missing or mismatched.
  */
 export function loadNativeBinding(): NativeBinding {
@@ -104,27 +107,42 @@ export function loadNativeBinding(): NativeBinding {
   if (!libllama) {
     throw nativeError("node-llama-cpp has not loaded its llama.cpp binaries yet; call `await getLlama()` before loading a vision model");
   }
+  const flavour = flavourOf(libllama);
+  if (process.platform !== "linux") {
+    throw nativeError(
+      `node-llama-cpp is using its ${flavour} binaries (${libllama}), but the LeanVision native addon can only be built on Linux so far`
+    );
+  }
   if (!existsSync(manifestPath)) {
-    throw nativeError(`the LeanVision native addon is not built (no ${manifestPath}); run: node ${buildScript}`);
+    throw nativeError(
+      `the LeanVision native addon is not built (no ${manifestPath}; the package's install script builds it and may have failed); ` +
+        `run: node ${buildScript}`
+    );
   }
   const manifest = JSON.parse(readFileSync(manifestPath, "utf8")) as Manifest;
   const installed = nodeLlamaCppVersion();
+  const required = requiredNodeLlamaCppVersion();
+  if (installed !== required) {
+    throw nativeError(`@leanvision/llama-adapter needs node-llama-cpp exactly ${required}, but ${installed} is installed; run: npm install node-llama-cpp@${required}`);
+  }
   if (manifest.nodeLlamaCpp !== installed) {
     throw nativeError(`the native addon was built for node-llama-cpp ${manifest.nodeLlamaCpp} but ${installed} is installed; run: node ${buildScript}`);
   }
   const entry = manifest.addons.find((a) => existsSync(a.libllama) && realpathSync(a.libllama) === libllama);
   if (!entry) {
+    const built = manifest.addons.map((a) => `${a.flavour ?? flavourOf(a.libllama)} (${a.binsDir})`).join(", ") || "none";
     throw nativeError(
-      `node-llama-cpp is using ${libllama}, and no LeanVision addon was built against it ` +
-        `(built for: ${manifest.addons.map((a) => a.binsDir).join(", ") || "none"}); run: node ${buildScript} --bins ${path.dirname(libllama)}`
+      `node-llama-cpp is using its ${flavour} binaries (${libllama}) and no LeanVision addon was built for them ` +
+        `(built for: ${built}); build one with: node ${buildScript} --bins ${path.dirname(libllama)}`
     );
   }
-  if (!existsSync(entry.addon)) throw nativeError(`${entry.addon} is missing; run: node ${buildScript}`);
+  const addonPath = path.resolve(path.dirname(manifestPath), entry.addon);
+  if (!existsSync(addonPath)) throw nativeError(`${addonPath} (for node-llama-cpp's ${flavour} binaries) is missing; run: node ${buildScript}`);
   let addon: NativeAddon;
   try {
-    addon = createRequire(import.meta.url)(entry.addon) as NativeAddon;
+    addon = createRequire(import.meta.url)(addonPath) as NativeAddon;
   } catch (err) {
-    throw nativeError(`cannot load ${entry.addon} (${(err as Error).message}); rebuild it: node ${buildScript}`, err);
+    throw nativeError(`cannot load ${addonPath} (${(err as Error).message}); rebuild it: node ${buildScript}`, err);
   }
   loaded = checkedBinding(addon);
   return loaded;
@@ -157,9 +175,18 @@ function typed<A extends unknown[], R>(fn: (...args: A) => R): (...args: A) => R
   };
 }
 
+/** "CPU", "Vulkan", "CUDA", "Metal", "Vulkan local build", ... for a libllama path. */
+function flavourOf(libllama: string): string {
+  try {
+    return describeBinsDir(libllama).label;
+  } catch {
+    return path.basename(libllama);
+  }
+}
+
 /** Real path of the libllama shared object loaded in this process, or undefined. */
 function loadedLibllama(): string | undefined {
-  const isLibllama = (file: string) => /^(lib)?llama(\.v[\d.]+)?\.(so|dylib|dll)$/.test(path.basename(file));
+  const isLibllama = (file: string) => libllamaVariant(file) !== null;
   let objects: string[];
   if (process.platform === "linux") {
     // /proc/self/maps is cheap and always current; lines end with the mapped file's path.

@@ -20,9 +20,19 @@ bool ReadTensor(const ggml_tensor * t, std::vector<float> & out, std::string & e
     return true;
 }
 
+// A graph input read by a split on another backend (a GPU) is a scheduler copy named
+// "<backend>#<name>#<copy>" (e.g. "Vulkan0#patches#0"), which that split's nodes are rewired to.
+bool IsNamed(const ggml_tensor * t, const char * name) {
+    if (std::strcmp(t->name, name) == 0) return true;
+    const char * first = std::strchr(t->name, '#');
+    if (first == nullptr) return false;
+    const size_t n = std::strlen(name);
+    return std::strncmp(first + 1, name, n) == 0 && first[1 + n] == '#';
+}
+
 // llama.cpp's llava graph feeds its projector with get_rows(features, "patches").
 bool IsProjectorInput(const ggml_tensor * t) {
-    return t->op == GGML_OP_GET_ROWS && t->src[1] != nullptr && std::strcmp(t->src[1]->name, "patches") == 0;
+    return t->op == GGML_OP_GET_ROWS && t->src[1] != nullptr && IsNamed(t->src[1], "patches");
 }
 
 // [headDim, heads, tokens] -> keys averaged over heads, [tokens x headDim]
