@@ -57,17 +57,14 @@ interface Scenario {
 
 async function runScenario(llama: Llama, model: LlamaModel, vision: LlamaVisionModel): Promise<Scenario> {
   const image = sampleImagePath();
-  vision.reducer = "visionzip:54+10";
-  const zipped = await vision.encodeImage(image);
-  vision.reducer = "none";
-  const none = await vision.encodeImage(image);
-  const f = zipped.features;
+  const zipped = await vision.encodeImage(image, "visionzip:54+10");
+  const none = await vision.encodeImage(image, "none");
+  const f = zipped.features.tiles[0];
   const dominant = zipped.reduced.provenance.filter((p) => p.kind === "dominant").map((p) => p.sources[0]);
   const turns: TurnResult[] = [];
   for (const reducer of REDUCERS) {
-    vision.reducer = reducer;
     const context = await model.createContext({ contextSize: 1024, threads: THREADS });
-    const session = new VisionChatSession({ contextSequence: context.getSequence(), vision });
+    const session = new VisionChatSession({ contextSequence: context.getSequence(), vision, reducer });
     const answer = await session.prompt(QUESTION, { images: [image], maxTokens: 8, temperature: 0 });
     const turn1 = session.lastTurn!;
     const imageEnd = session.sequence.contextTokens.findLastIndex((t) => isPlaceholderToken(t)) + 1;
@@ -119,7 +116,7 @@ function loadScenario(dir: string): Scenario {
 async function loadPair(llama: Llama): Promise<{ model: LlamaModel; vision: LlamaVisionModel; modelPath: string }> {
   const { modelPath, mmprojPath } = await ensureLlavaGguf("tiny");
   const model = await llama.loadModel({ modelPath });
-  const vision = await loadVisionModel({ llama, model, mmprojPath, reducer: "none", threads: THREADS });
+  const vision = await loadVisionModel({ llama, model, mmprojPath, threads: THREADS });
   return { model, vision, modelPath };
 }
 
