@@ -11,7 +11,8 @@ export const BENCH_USAGE = `Usage: pnpm bench -- [options]
   --runtime llama|transformers   which runtime runs the model (default llama)
   --profile <name>               synthetic model written by the testkit (default tiny)
                                  llama: tiny, tiny-siglip, small, llava-1.5-7b, nanollava
-                                 transformers: tiny, llava-1.5-7b-shaped
+                                 transformers: tiny, llava-1.5-7b-shaped, tiny-onevision, tiny-nanollava,
+                                 onevision-0.5b-shaped
   --model <gguf> --mmproj <gguf> real llama.cpp files instead of a profile (llama runtime)
   --model <dir>                  a transformers.js model folder (transformers runtime)
   --image <file>                 image to encode (default: llama.cpp's tools/mtmd/test-1.jpeg)

@@ -3,7 +3,7 @@ import { parseArgs } from "node:util";
 import { LeanVisionError } from "@leanvision/core";
 
 export const LLAMA_PROFILES = ["tiny", "tiny-siglip", "small", "llava-1.5-7b", "nanollava"];
-export const TRANSFORMERS_PROFILES = ["tiny", "llava-1.5-7b-shaped"];
+export const TRANSFORMERS_PROFILES = ["tiny", "llava-1.5-7b-shaped", "tiny-onevision", "tiny-nanollava", "onevision-0.5b-shaped"];
 
 /** Options every example takes: which runtime, which model (synthetic profile or real files), which image. */
 export const MODEL_OPTIONS = {

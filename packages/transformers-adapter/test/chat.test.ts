@@ -1,6 +1,6 @@
 // TransformersVisionChat: turn 2 reuses the reduced image from the KV cache, the reuse is exact, and
 // bad inputs fail with typed errors while the conversation stays as it was.
-import { Tensor } from "@huggingface/transformers";
+import { RawImage, Tensor } from "@huggingface/transformers";
 import { LeanVisionError, parseReducerSpec } from "@leanvision/core";
 import { readFileSync, writeFileSync } from "node:fs";
 import os from "node:os";
@@ -92,7 +92,8 @@ describe("TransformersVisionChat", () => {
     const cases: Array<[string, () => Promise<unknown>, string]> = [
       ["corrupt file", () => chat.prompt("?", { images: [corrupt] }), "IMAGE_DECODE"],
       ["corrupt buffer", () => chat.prompt("?", { images: [new Uint8Array([0xff, 0xd8, 1, 2, 3])] }), "IMAGE_DECODE"],
-      ["missing file", () => chat.prompt("?", { images: ["/nonexistent/picture.png"] }), "IMAGE_DECODE"],
+      ["missing file", () => chat.prompt("?", { images: ["/nonexistent/picture.png"] }), "INVALID_INPUT"],
+      ["a directory", () => chat.prompt("?", { images: [os.tmpdir()] }), "INVALID_INPUT"],
       ["raw pixels of the wrong size", () => chat.prompt("?", { images: [{ data: new Uint8Array(10), width: 4, height: 4 }] }), "INVALID_INPUT"],
       ["non-string text", () => chat.prompt(42 as never), "INVALID_INPUT"],
       ["bad maxTokens", () => chat.prompt("?", { maxTokens: 0 }), "INVALID_INPUT"]
@@ -124,6 +125,19 @@ describe("TransformersVisionChat", () => {
     expect(t2.reusedTokens).toBeGreaterThan(64);
     expect(t2.evaluatedTokens).toBeGreaterThan(64);
     expect(chat.tokenIds.filter((t) => t === 32000n)).toHaveLength(128);
+  });
+
+  it("maxPixels refuses larger images (files, buffers, raw pixels and RawImage) with IMAGE_TOO_LARGE", async () => {
+    const chat = new TransformersVisionChat({ lean, maxPixels: 320 * 240 - 1 });
+    const raw = testPicture(320, 240, 0);
+    for (const image of [png, readFileSync(png), raw, new RawImage(new Uint8ClampedArray(raw.data), 320, 240, 3)]) {
+      const err = await caught(() => chat.prompt("?", { images: [image], maxTokens: 1 }));
+      expect(err.code).toBe("IMAGE_TOO_LARGE");
+    }
+    expect(chat.turns).toHaveLength(0);
+    const roomy = new TransformersVisionChat({ lean, maxPixels: 320 * 240 });
+    await roomy.prompt("?", { images: [png], maxTokens: 1 });
+    expect(roomy.lastTurn!.images[0]).toMatchObject({ width: 320, height: 240 });
   });
 
   it("a disposed chat, or a chat over a disposed model, throws DISPOSED", async () => {
