@@ -1,7 +1,7 @@
 // Command-line options of `pnpm bench`.
 import { parseReducerSpec, formatReducerSpec } from "@leanvision/core";
 import { BENCH_REDUCERS } from "@leanvision/core/presets";
-import { MODEL_OPTIONS, parseCli, parseRuntime, parseModelSource, positiveInt, invalid } from "../lib/args.js";
+import { LLAMA_PROFILES, MODEL_OPTIONS, TRANSFORMERS_PROFILES, parseCli, parseRuntime, parseModelSource, positiveInt, invalid } from "../lib/args.js";
 
 /** None, VisionZip at the paper's 64- and 128-token budgets, 2x2 pooling and 2x region packing. */
 export const DEFAULT_REDUCERS = BENCH_REDUCERS.join(",");
@@ -10,9 +10,8 @@ export const BENCH_USAGE = `Usage: pnpm bench -- [options]
 
   --runtime llama|transformers   which runtime runs the model (default llama)
   --profile <name>               synthetic model written by the testkit (default tiny)
-                                 llama: tiny, tiny-siglip, small, llava-1.5-7b, nanollava
-                                 transformers: tiny, llava-1.5-7b-shaped, tiny-onevision, tiny-nanollava,
-                                 onevision-0.5b-shaped
+                                 llama: ${LLAMA_PROFILES.join(", ")}
+                                 transformers: ${TRANSFORMERS_PROFILES.join(", ")}
   --model <gguf> --mmproj <gguf> real llama.cpp files instead of a profile (llama runtime)
   --model <dir>                  a transformers.js model folder (transformers runtime)
   --image <file>                 image to encode (default: llama.cpp's tools/mtmd/test-1.jpeg)

@@ -65,7 +65,7 @@ for (let run = -1; run < args.runs; run++) {
   const stock = await timed(() => binding.encodeStock(handle, rgb.data, rgb.width, rgb.height));
   const hidden = await timed(() => binding.encode(handle, rgb.data, rgb.width, rgb.height, { capture: false }));
   const capture = await timed(() => binding.encode(handle, rgb.data, rgb.width, rgb.height, { capture: true }));
-  features = capture.value;
+  features = capture.value[0]; // the first tile (mtmd order); the whole image for a single-tile one
   if (run < 0) continue;
   samples.stockDefault.push(stockDefault);
   samples.stock.push(stock);

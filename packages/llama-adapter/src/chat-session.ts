@@ -6,7 +6,7 @@ import { DEFAULT_MAX_TOKENS, formatReducerSpec, LeanVisionError, toReducerSpec, 
 import type { ReducerInput, ReducerSpec, TurnImage, VisionChat, VisionPromptOptions, VisionTurn } from "@leanvision/core";
 import { LlamaChatSession } from "node-llama-cpp";
 import type { ChatHistoryItem, LlamaChatSessionOptions, LlamaContextSequence, Token } from "node-llama-cpp";
-import { createInjectedImage, SequenceInjector } from "./injection.js";
+import { createInjectedImage, previewMarker, SequenceInjector } from "./injection.js";
 import type { DecodeEvent, InjectedImage } from "./injection.js";
 import type { LlamaVisionModel } from "./vision-model.js";
 
@@ -166,7 +166,17 @@ export class VisionChatSession implements VisionChat {
     const turnImages: TurnImage[] = [];
     const injected: InjectedImage[] = [];
     const expectedEmbd = this.sequence.model.embeddingVectorSize;
-    for (const input of imageInputs) {
+    const requested = options.maxTokens ?? DEFAULT_MAX_TOKENS;
+    if (!Number.isInteger(requested) || requested < 1) throw new LeanVisionError("INVALID_INPUT", `maxTokens must be a positive integer, got ${requested}`);
+    // The tiles (LLaVA-1.6) and the token count of each image follow from its size: a message that
+    // cannot fit is CONTEXT_OVERFLOW before anything is encoded (adaptive budgets are checked after).
+    const decoded = [];
+    for (const input of imageInputs) decoded.push(await this.vision.decodeImage(input));
+    const predicted = decoded.map((rgb) => this.vision.predictTokens(rgb, spec));
+    if (predicted.every((n): n is number => n !== null)) {
+      this.ensureFits(`${predicted.map(previewMarker).join("")}\n${text}`, predicted.reduce((a, b) => a + b, 0));
+    }
+    for (const input of decoded) {
       throwIfAborted(options.signal); // between images: an encode itself runs to its end
       const encoded = await this.vision.encodeImage(input, spec, { cache: true });
       if (encoded.fromCache) cacheHits++;
@@ -187,8 +197,6 @@ export class VisionChatSession implements VisionChat {
     const userText = injected.length > 0 ? `${injected.map((image) => image.marker).join("")}\n${text}` : text;
     // The answer may use the room the system prompt and this message leave: older turns can be
     // shifted out to make it, this turn (its images) never is.
-    const requested = options.maxTokens ?? DEFAULT_MAX_TOKENS;
-    if (!Number.isInteger(requested) || requested < 1) throw new LeanVisionError("INVALID_INPUT", `maxTokens must be a positive integer, got ${requested}`);
     const room = this.sequence.contextSize - this.ensureFits(userText, visualTokens) - ANSWER_MARGIN;
     const maxTokens = Math.min(requested, room);
     throwIfAborted(options.signal);

@@ -58,6 +58,15 @@ export function createInjectedImage(embeddings: Float32Array, nEmbd: number): In
   return { firstToken, tokenCount, embeddings, nEmbd, marker };
 }
 
+/**
+ * A marker for `tokenCount` placeholders that stands for no image: text holding it tokenizes to the
+ * same number of tokens as with a real image's marker (to check that a message fits before its
+ * images are encoded). Never decode it: no image is registered for its placeholders.
+ */
+export function previewMarker(tokenCount: number): string {
+  return `\uE000lv${PROCESS_NONCE}:${PLACEHOLDER_BASE}:${tokenCount}\uE001`;
+}
+
 /** Placeholder tokens a text's markers expand to, in order (for tests and bookkeeping). */
 export function markersIn(text: string): Array<{ firstToken: number; tokenCount: number }> {
   return [...text.matchAll(MARKER_RE)].map((m) => ({ firstToken: Number(m[2]), tokenCount: Number(m[3]) }));

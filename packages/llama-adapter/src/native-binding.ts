@@ -68,9 +68,13 @@ export interface NativeBinding {
    * `flashAttention` is true, which gives mtmd's default for a context used only by encodeStock.
    */
   createVisionContext(mmprojPath: string, opts: VisionContextOptions): VisionContextHandle;
-  /** Capture of one single-tile image; NON_FINITE never comes from here (the reducers and project check). */
-  encode(handle: VisionContextHandle, rgb: Uint8Array, width: number, height: number, opts: { capture: boolean }): Promise<NativeVisionFeatures>;
-  /** mtmd's own output embeddings for the image, [tokens x projectionDim]; NON_FINITE if any is NaN or infinite. */
+  /**
+   * Capture of every tile of an image, in mtmd's order: one tile for LLaVA-1.5; for LLaVA-1.6 the
+   * high-resolution tiles row-major, then the overview. NON_FINITE never comes from here (the
+   * reducers and project check).
+   */
+  encode(handle: VisionContextHandle, rgb: Uint8Array, width: number, height: number, opts: { capture: boolean }): Promise<NativeVisionFeatures[]>;
+  /** mtmd's own output embeddings for the image (all tiles, mtmd's order), [tokens x projectionDim]; NON_FINITE if any is NaN or infinite. */
   encodeStock(handle: VisionContextHandle, rgb: Uint8Array, width: number, height: number): Promise<Float32Array>;
   /** The mmproj's projector on [numTokens x hiddenDim] rows, natively; NON_FINITE for a non-finite input or output. */
   project(handle: VisionContextHandle, hidden: Float32Array, numTokens: number): Promise<Float32Array>;

@@ -11,11 +11,13 @@ import type {
   RawRgbImage,
   ReducedImage,
   ReducerInput,
+  ReducerSpec,
   TileShape,
   TileTokenProvenance,
   VisionFeatures
 } from "@leanvision/core";
 import type { Llama, LlamaModel } from "node-llama-cpp";
+import { anyresLayout, type AnyresLayout } from "./anyres.js";
 import { DEFAULT_IMAGE_CACHE_BYTES, ImageCache } from "./image-cache.js";
 import { loadNativeBinding, toLeanVisionError } from "./native-binding.js";
 import type { NativeBinding, NativeVisionFeatures, VisionContextHandle, VisionContextInfo } from "./native-binding.js";
@@ -128,27 +130,45 @@ export class LlamaVisionModel {
     return this.binding.decodeEmbeddings;
   }
 
-  /** The tiles an image becomes before it is encoded (LLaVA-1.5: one tile, whatever the image size). */
-  tileShapes(): TileShape[] {
+  /**
+   * The tiles an image of this size becomes, before it is encoded, in ImageFeatures order (the
+   * overview, then the high-resolution tiles row-major over tileGrid). LLaVA-1.5, or no size given:
+   * one tile. LLaVA-1.6 (pinpoints): mtmd's any-resolution tiling (anyres.ts).
+   */
+  tileShapes(size?: { width: number; height: number }): TileShape[] {
     const { gridRows: rows, gridCols: cols, hasCls } = this.info;
-    // llama.cpp's llava graph appends CLS after the patches.
-    return [{ numTokens: rows * cols + (hasCls ? 1 : 0), grid: { rows, cols }, clsIndex: hasCls ? rows * cols : null }];
+    const { tileGrid } = this.tileLayout(size);
+    // llama.cpp's llava graph appends CLS after the patches; every tile is one image_size square.
+    const tile = (): TileShape => ({ numTokens: rows * cols + (hasCls ? 1 : 0), grid: { rows, cols }, clsIndex: hasCls ? rows * cols : null });
+    return Array.from({ length: 1 + tileGrid.rows * tileGrid.cols }, tile);
+  }
+
+  /** The high-resolution tile grid of an image of this size ({ rows: 0, cols: 0 }: the overview alone). */
+  tileLayout(size?: { width: number; height: number }): AnyresLayout {
+    const none: AnyresLayout = { tileGrid: { rows: 0, cols: 0 }, canvas: { width: 0, height: 0 } };
+    return size ? anyresLayout(size.width, size.height, this.info.imageSize, this.info.gridPinpoints) : none;
   }
 
   /**
    * How many embeddings an image takes with a reducer, without prefilling anything. Exact from the
-   * mmproj's geometry where the reducer's count does not depend on the image's content; otherwise
-   * (adaptive budgets) the image is encoded and reduced.
+   * mmproj's geometry and the image's size where the reducer's count does not depend on the image's
+   * content; otherwise (adaptive budgets) the image is encoded and reduced.
    */
   async countTokens(image: ImageInput, reducer: ReducerInput = "none"): Promise<number> {
     this.assertUsable();
     const spec = toReducerSpec(reducer);
-    const counted = countReduced(this.tileShapes(), spec);
-    if (counted !== null) {
-      await decodeImage(image, { maxPixels: this.maxPixels }); // the same input errors as encodeImage
-      return counted;
-    }
-    return (await this.encodeImage(image, spec)).numTokens;
+    const rgb = await decodeImage(image, { maxPixels: this.maxPixels }); // the same input errors as encodeImage
+    return this.predictTokens(rgb, spec) ?? (await this.encodeImage(rgb, spec)).numTokens;
+  }
+
+  /** The embeddings an image of this size takes with `spec`, when that does not depend on its content (else null). */
+  predictTokens(size: { width: number; height: number }, spec: ReducerSpec): number | null {
+    return countReduced(this.tileShapes(size), spec);
+  }
+
+  /** Decodes an image input to RGB with this model's pixel limit (the decode every encode starts with). */
+  decodeImage(image: ImageInput): Promise<RawRgbImage> {
+    return decodeImage(image, { maxPixels: this.maxPixels });
   }
 
   /** Encodes an image, reduces it with `reducer` (default none) and projects the kept tokens. */
@@ -163,10 +183,11 @@ export class LlamaVisionModel {
     if (hit) return { ...hit, fromCache: true, timings: { encodeMs: performance.now() - t0, reduceMs: 0, projectMs: 0 } };
     const capture = needs.attention || needs.keys;
     const native = await this.call(() => this.binding.encode(this.handle, rgb.data, rgb.width, rgb.height, { capture }));
-    const tile = toVisionFeatures(native);
-    const features: ImageFeatures = { tiles: [tile], tileGrid: { rows: 0, cols: 0 }, width: rgb.width, height: rgb.height };
+    const { tileGrid } = this.tileLayout(rgb);
+    const order = mtmdTileOrder(tileGrid, native.length);
+    const features: ImageFeatures = { tiles: order.map((i) => toVisionFeatures(native[i])), tileGrid, width: rgb.width, height: rgb.height };
     const t1 = performance.now();
-    const reduced = needs.stock ? stockSelection(tile, native.projectorRows) : reduceImage(features, spec);
+    const reduced = needs.stock ? stockSelection(features, order, native) : reduceImage(features, spec);
     const t2 = performance.now();
     const embeddings = await this.call(() => this.binding.project(this.handle, reduced.hidden, reduced.numTokens));
     const t3 = performance.now();
@@ -233,17 +254,42 @@ function toVisionFeatures(n: NativeVisionFeatures): VisionFeatures {
 }
 
 /**
- * The `none` reducer: exactly the rows llama.cpp's llava graph feeds its projector, so the embeddings
- * equal mtmd's own. For a CLS model that graph appends CLS after the patches yet selects rows
- * 1..numTokens-1, i.e. it drops patch 0 and feeds CLS last; provenance records that as it is.
+ * Where each ImageFeatures tile is among mtmd's tiles: mtmd puts LLaVA-1.6's high-resolution tiles
+ * first (row-major) and the overview last; ImageFeatures has the overview first. ENCODE_FAILED when
+ * mtmd made a different number of tiles than anyres.ts predicted.
  */
-function stockSelection(f: VisionFeatures, rows: Int32Array): ReducedImage {
-  const hidden = new Float32Array(rows.length * f.dim);
+function mtmdTileOrder(tileGrid: { rows: number; cols: number }, mtmdTiles: number): number[] {
+  const expected = 1 + tileGrid.rows * tileGrid.cols;
+  if (mtmdTiles !== expected) {
+    throw new LeanVisionError("ENCODE_FAILED", `mtmd cut the image into ${mtmdTiles} tiles but its pinpoints give ${expected} (a ${tileGrid.rows}x${tileGrid.cols} grid plus the overview)`);
+  }
+  return expected === 1 ? [0] : [expected - 1, ...Array.from({ length: expected - 1 }, (_, i) => i)];
+}
+
+/**
+ * The `none` reducer: exactly the rows llama.cpp's llava graph feeds its projector, tile by tile in
+ * mtmd's order, so the embeddings equal mtmd's own. For a CLS model that graph appends CLS after the
+ * patches yet selects rows 1..numTokens-1, i.e. it drops patch 0 and feeds CLS last; provenance
+ * records that as it is. mtmd adds no rows of its own (no image newline, see ARCHITECTURE.md).
+ */
+function stockSelection(image: ImageFeatures, order: number[], native: NativeVisionFeatures[]): ReducedImage {
+  const { dim } = image.tiles[0];
+  const numTokens = native.reduce((n, t) => n + t.projectorRows.length, 0);
+  const hidden = new Float32Array(numTokens * dim);
   const provenance: TileTokenProvenance[] = [];
-  rows.forEach((row, i) => {
-    hidden.set(f.hidden.subarray(row * f.dim, (row + 1) * f.dim), i * f.dim);
-    provenance.push({ kind: row === f.clsIndex ? "cls" : "patch", sources: Int32Array.of(row), tile: 0 });
+  const tiles: ReducedImage["tiles"] = [];
+  // Tile t of the image is native[order[t]]; the rows go in native (mtmd) order.
+  const tileOf = new Map(order.map((nativeIndex, tile) => [nativeIndex, tile]));
+  native.forEach(({ projectorRows: rows }, nativeIndex) => {
+    const tile = tileOf.get(nativeIndex)!;
+    const f = image.tiles[tile];
+    const start = provenance.length;
+    rows.forEach((row) => {
+      hidden.set(f.hidden.subarray(row * dim, (row + 1) * dim), provenance.length * dim);
+      provenance.push({ kind: row === f.clsIndex ? "cls" : "patch", sources: Int32Array.of(row), tile });
+    });
+    const own = provenance.slice(start).map(({ kind, sources }) => ({ kind, sources }));
+    tiles[tile] = { hidden: hidden.subarray(start * dim, provenance.length * dim), numTokens: own.length, dim, provenance: own };
   });
-  const tile = { hidden, numTokens: rows.length, dim: f.dim, provenance: provenance.map(({ kind, sources }) => ({ kind, sources })) };
-  return { hidden, numTokens: rows.length, dim: f.dim, provenance, tiles: [tile] };
+  return { hidden, numTokens, dim, provenance, tiles };
 }

@@ -73,8 +73,17 @@ describe("inspectMmproj", () => {
   });
 });
 
-describe("LLaVA-1.6 metadata (image_grid_pinpoints, v.image_newline)", () => {
-  it("loads; an image within image_size is one tile and encodes, a larger one is UNSUPPORTED_MODEL until tiles land", async () => {
+describe("LLaVA-1.6 metadata (image_grid_pinpoints, v.image_newline / model.image_newline)", () => {
+  it("reads tiny-next's layout (written as llama.cpp's 1.6 conversion writes it): pinpoints, the newline", async () => {
+    expect(inspectMmproj((await ensureLlavaGguf("tiny-next")).mmprojPath)).toMatchObject({
+      gridPinpoints: [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]],
+      hasImageNewline: true,
+      gridRows: 24,
+      hasCls: true,
+    });
+  });
+
+  it("loads; an image within image_size is one tile, a larger one the overview plus its pinpoint's tiles", async () => {
     const base = mmprojFile(GGUF_PROFILES.tiny);
     const file = await write("llava16.gguf", {
       metadata: [...base.metadata,
@@ -88,8 +97,11 @@ describe("LLaVA-1.6 metadata (image_grid_pinpoints, v.image_newline)", () => {
       const out = await vision.encodeImage(SMALL_IMAGE, "visionzip:54+10");
       expect(out.reduced.numTokens).toBe(64);
       expect(out.embeddings.every(Number.isFinite)).toBe(true);
-      const tiled = await expectCode(vision.encodeImage(LARGE_IMAGE, "visionzip:54+10"), "UNSUPPORTED_MODEL");
-      expect(tiled.message).toMatch(/700x400 image into tiles/);
+      // 700x400: 672x336 keeps 588x336 of it, 672x672 all of it (672x384) → 2x2 tiles + the overview.
+      expect(vision.tileLayout(LARGE_IMAGE).tileGrid).toEqual({ rows: 2, cols: 2 });
+      const tiled = await vision.encodeImage(LARGE_IMAGE, "visionzip:54+10");
+      expect(tiled.features.tiles).toHaveLength(5);
+      expect(tiled.reduced.numTokens).toBe(5 * 64);
     } finally {
       vision.dispose();
     }

@@ -74,7 +74,7 @@ void InitMtmd(VisionContext & vc, const std::string & path, int nThreads, bool u
     if (!mtmd_support_vision(vc.mtmd.get())) throw CodedError("UNSUPPORTED_MODEL", path + " has no vision encoder");
 }
 
-void Encode(VisionContext & vc, const std::vector<uint8_t> & rgb, int width, int height, CaptureMode mode, EncodeResult & out) {
+void Encode(VisionContext & vc, const std::vector<uint8_t> & rgb, int width, int height, CaptureMode mode, std::vector<EncodeResult> & out) {
     mtmd::bitmap bitmap(width, height, rgb.data());
     mtmd::input_chunks chunks(mtmd_input_chunks_init());
     mtmd_input_part part = {nullptr, bitmap.ptr.get()};
@@ -82,31 +82,41 @@ void Encode(VisionContext & vc, const std::vector<uint8_t> & rgb, int width, int
     if (mtmd_tokenize_from_parts(vc.mtmd.get(), chunks.ptr.get(), parts, 1, false) != 0) {
         throw CodedError("IMAGE_DECODE", "mtmd could not preprocess the image: " + TakeLastError());
     }
-    // LLaVA-1.6 any-resolution splits a large image into an overview and tiles.
+    // One image chunk per tile: LLaVA-1.5 one; LLaVA-1.6 (pinpoints) the high-resolution tiles
+    // row-major, then the overview (mtmd's order; src/vision-model.ts arranges them).
     const size_t tileTokens = (size_t)vc.layout.gridRows * vc.layout.gridCols;
-    if (chunks.size() != 1 || mtmd_input_chunk_get_type(chunks[0]) != MTMD_INPUT_CHUNK_TYPE_IMAGE ||
-        (mode != CaptureMode::None && mtmd_input_chunk_get_n_tokens(chunks[0]) != tileTokens)) {
-        throw CodedError("UNSUPPORTED_MODEL", "mtmd split the " + std::to_string(width) + "x" + std::to_string(height) +
-                                                  " image into tiles (any-resolution); LeanVision encodes single-tile images so far "
-                                                  "(an image no larger than the mmproj's image_size stays one tile)");
+    const size_t n = chunks.size();
+    if (n == 0) throw CodedError("ENCODE_FAILED", "mtmd made no chunk of the image");
+    for (size_t i = 0; i < n; i++) {
+        if (mtmd_input_chunk_get_type(chunks[i]) != MTMD_INPUT_CHUNK_TYPE_IMAGE ||
+            (mode != CaptureMode::None && mtmd_input_chunk_get_n_tokens(chunks[i]) != tileTokens)) {
+            throw CodedError("UNSUPPORTED_MODEL", "mtmd split the " + std::to_string(width) + "x" + std::to_string(height) + " image into " +
+                                                      std::to_string(n) + " chunks of which chunk " + std::to_string(i) +
+                                                      " is not one tile of the mmproj's " + std::to_string(vc.layout.gridRows) + "x" +
+                                                      std::to_string(vc.layout.gridCols) + " patch grid");
+        }
     }
-    const mtmd_input_chunk * chunk = chunks[0];
+    out.clear();
+    out.resize(n);
+    for (size_t i = 0; i < n; i++) {
+        const mtmd_input_chunk * chunk = chunks[i];
+        EncodeResult & r = out[i];
+        vc.capture.Begin(mode, vc.layout.featureLayerIndex);
+        const int rc = mtmd_encode_chunk(vc.mtmd.get(), chunk);
+        r.capture = std::move(vc.capture);
+        vc.capture = Capture();
+        if (rc != 0) throw CodedError("ENCODE_FAILED", "mtmd_encode_chunk failed on tile " + std::to_string(i) + ": " + TakeLastError());
+        if (!r.capture.error.empty()) throw CodedError("ENCODE_FAILED", r.capture.error);
 
-    vc.capture.Begin(mode, vc.layout.featureLayerIndex);
-    const int rc = mtmd_encode_chunk(vc.mtmd.get(), chunk);
-    out.capture = std::move(vc.capture);
-    vc.capture = Capture();
-    if (rc != 0) throw CodedError("ENCODE_FAILED", "mtmd_encode_chunk failed: " + TakeLastError());
-    if (!out.capture.error.empty()) throw CodedError("ENCODE_FAILED", out.capture.error);
-
-    out.stockTokens = (int)mtmd_input_chunk_get_n_tokens(chunk);
-    if (mode == CaptureMode::None) {
-        const float * embd = mtmd_get_output_embd(vc.mtmd.get());
-        out.stock.assign(embd, embd + (size_t)out.stockTokens * vc.layout.projectionDim);
-        CheckEmbeddingsFinite(out.stock, vc.layout.projectionDim, "mtmd's vision encoder");
-        return;
+        r.stockTokens = (int)mtmd_input_chunk_get_n_tokens(chunk);
+        if (mode == CaptureMode::None) {
+            const float * embd = mtmd_get_output_embd(vc.mtmd.get());
+            r.stock.assign(embd, embd + (size_t)r.stockTokens * vc.layout.projectionDim);
+            CheckEmbeddingsFinite(r.stock, vc.layout.projectionDim, "mtmd's vision encoder");
+            continue;
+        }
+        CheckCapture(vc, mode, r.capture);
     }
-    CheckCapture(vc, mode, out.capture);
 }
 
 }  // namespace leanvision

@@ -32,11 +32,12 @@ void InitMtmd(VisionContext & vc, const std::string & path, int nThreads, bool u
 
 struct EncodeResult {
     Capture capture;
-    std::vector<float> stock;  // mtmd's own output embeddings (CaptureMode::None)
+    std::vector<float> stock;  // mtmd's own output embeddings of the tile (CaptureMode::None)
     int stockTokens = 0;
 };
 
-// Encodes packed RGB pixels. Caller holds vc.mutex.
-void Encode(VisionContext & vc, const std::vector<uint8_t> & rgb, int width, int height, CaptureMode mode, EncodeResult & out);
+// Encodes packed RGB pixels, one EncodeResult per tile (image chunk) in mtmd's order: LLaVA-1.5 one
+// tile; LLaVA-1.6 the high-resolution tiles row-major, then the overview. Caller holds vc.mutex.
+void Encode(VisionContext & vc, const std::vector<uint8_t> & rgb, int width, int height, CaptureMode mode, std::vector<EncodeResult> & out);
 
 }  // namespace leanvision

@@ -5,7 +5,7 @@
 //
 // JS surface (see src/native-binding.ts for the types; it checks the mmproj with src/mmproj.ts first):
 //   createVisionContext(mmprojPath, layout, { nThreads, useGpu, flashAttention? }) -> { native }
-//   encode(handle, rgb, width, height, { capture })        -> Promise<features>
+//   encode(handle, rgb, width, height, { capture })        -> Promise<features[]>  (one per tile, mtmd's order)
 //   encodeStock(handle, rgb, width, height)                -> Promise<Float32Array>  (plain mtmd output)
 //   project(handle, hidden, numTokens)                     -> Promise<Float32Array>
 //   freeVisionContext(handle)
@@ -94,14 +94,21 @@ class EncodeWorker : public PromiseWorker {
         Encode(*vc_, rgb, width, height, mode_, result_);
     }
     Napi::Value Result(Napi::Env env) override {
-        if (mode_ == CaptureMode::None) return ToFloat32Array(env, result_.stock);
-        return FeaturesObject(env, vc_->layout, mode_, result_.capture);
+        if (mode_ == CaptureMode::None) {
+            // The whole image's embeddings, tiles in mtmd's order (what mtmd feeds the language model).
+            std::vector<float> all;
+            for (const EncodeResult & r : result_) all.insert(all.end(), r.stock.begin(), r.stock.end());
+            return ToFloat32Array(env, all);
+        }
+        Napi::Array tiles = Napi::Array::New(env, result_.size());
+        for (size_t i = 0; i < result_.size(); i++) tiles.Set(i, FeaturesObject(env, vc_->layout, mode_, result_[i].capture));
+        return tiles;
     }
 
    private:
     VisionContext * vc_;
     CaptureMode mode_;
-    EncodeResult result_;
+    std::vector<EncodeResult> result_;
 };
 
 // project off the JS thread.
