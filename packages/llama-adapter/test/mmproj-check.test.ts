@@ -171,10 +171,12 @@ describe("non-finite projector outputs", () => {
 describe("the native bridge on its own", () => {
   it("checks the layout it is given against the projector tensors it loads, and its arguments", async () => {
     loadNativeBinding();
-    const manifest = JSON.parse(readFileSync(path.join(path.dirname(fileURLToPath(import.meta.url)), "..", "build", "native", "manifest.json"), "utf8"));
+    const manifestPath = path.join(path.dirname(fileURLToPath(import.meta.url)), "..", "build", "native", "manifest.json");
+    const manifest = JSON.parse(readFileSync(manifestPath, "utf8"));
     const loaded = readFileSync("/proc/self/maps", "utf8");
-    const entry = manifest.addons.find((a: { addon: string }) => loaded.includes(a.addon));
-    const addon = createRequire(import.meta.url)(entry.addon);
+    const addonPath = (a: { addon: string }) => path.resolve(path.dirname(manifestPath), a.addon); // relative to the manifest
+    const entry = manifest.addons.find((a: { addon: string }) => loaded.includes(addonPath(a)));
+    const addon = createRequire(import.meta.url)(addonPath(entry));
     const mmproj = (await ensureLlavaGguf("tiny")).mmprojPath;
     const layout = inspectMmproj(mmproj);
     const codeOf = (fn: () => unknown) => {

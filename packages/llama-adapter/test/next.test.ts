@@ -7,7 +7,8 @@ import type { Llama, LlamaContext, LlamaModel } from "node-llama-cpp";
 import { ensureLlavaGguf, sampleImagePath } from "@leanvision/testkit";
 import { VisionChatSession } from "../src/chat-session.js";
 import { isPlaceholderToken } from "../src/injection.js";
-import { decodeImage, loadVisionModel, type LlamaVisionModel } from "../src/vision-model.js";
+import { decodeImage } from "@leanvision/image";
+import { loadVisionModel, type LlamaVisionModel } from "../src/vision-model.js";
 import { expectCode } from "./support/errors.js";
 
 // One thread: tiny models on a shared machine.
