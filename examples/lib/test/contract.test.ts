@@ -31,9 +31,11 @@ const leastAttended: ReducerDefinition<LeastSpec> = {
   needs: () => ({ attention: true, keys: false }),
   count: (tile, s) => Math.min(s.keep, tile.numTokens - (tile.clsIndex === null ? 0 : 1)),
   reduce(tile: VisionFeatures, s): ReducedTokens {
-    calls.push(`${tile.numTokens}:${tile.attention ? "attention" : "none"}`);
+    calls.push(`${tile.numTokens}:${tile.attention || tile.attentionScores ? "attention" : "none"}`);
     const n = tile.numTokens;
     const score = (t: number) => {
+      // A runtime hands over either the whole attention or the scores computed from it (VisionFeatures).
+      if (!tile.attention) return tile.attentionScores![t];
       let sum = 0;
       for (let h = 0; h < tile.heads!; h++) {
         if (tile.clsIndex !== null) sum += tile.attention![(h * n + tile.clsIndex) * n + t];

@@ -34,7 +34,12 @@ export interface NativeVisionFeatures {
   clsIndex: number | null;
   /** The rows of `hidden` llama.cpp's own graph feeds its projector (`patches` input). */
   projectorRows: Int32Array;
-  /** [heads x numTokens x numTokens] softmax probabilities (capture only). */
+  /**
+   * [numTokens] VisionZip's ranking, computed natively from the feature layer's queries and keys
+   * (capture only): with CLS the CLS query's softmax row, without CLS the softmax's column sums; summed over heads.
+   */
+  attentionScores?: Float32Array;
+  /** [heads x numTokens x numTokens] softmax probabilities (capture on a context with `flashAttention: false` only). */
   attention?: Float32Array;
   heads?: number;
   /** [numTokens x keyDim], averaged over heads (capture only). */
@@ -56,6 +61,10 @@ export type DecodeEmbeddings = (
 export interface VisionContextOptions {
   nThreads: number;
   useGpu: boolean;
+  /**
+   * mtmd's default attention (flash attention where supported) when true (default). false turns flash
+   * attention off in every layer: the reference path, whose capture also returns the whole `attention`.
+   */
   flashAttention?: boolean;
 }
 
@@ -63,8 +72,7 @@ export interface VisionContextOptions {
 export interface NativeBinding {
   /**
    * Checks the mmproj completely (src/mmproj.ts: INVALID_INPUT, INVALID_MODEL, UNSUPPORTED_MODEL),
-   * then loads it. Flash attention stays off (capture needs the attention softmax) unless
-   * `flashAttention` is true, which gives mtmd's default for a context used only by encodeStock.
+   * then loads it with mtmd's default attention (see VisionContextOptions.flashAttention).
    */
   createVisionContext(mmprojPath: string, opts: VisionContextOptions): VisionContextHandle;
   /** Capture of one single-tile image; NON_FINITE never comes from here (the reducers and project check). */

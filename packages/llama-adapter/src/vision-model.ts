@@ -218,7 +218,8 @@ function toVisionFeatures(n: NativeVisionFeatures): VisionFeatures {
     grid: { rows: n.gridRows, cols: n.gridCols },
     clsIndex: n.clsIndex
   };
-  if (n.attention) Object.assign(f, { attention: n.attention, heads: n.heads, keys: n.keys, keyDim: n.keyDim });
+  if (n.keys) Object.assign(f, { attentionScores: n.attentionScores, heads: n.heads, keys: n.keys, keyDim: n.keyDim });
+  if (n.attention) f.attention = n.attention;
   return f;
 }
 

@@ -12,6 +12,8 @@ export interface OpenTransformersRuntimeOptions {
   dtype?: string;
   /** Where the split vision encoder is cached (default $LEANVISION_CACHE_DIR or ~/.cache/leanvision). */
   cacheDir?: string;
+  /** onnxruntime intra-op threads of the vision encoder's sessions (withLeanVision's visionThreads); default: onnxruntime's own. */
+  visionThreads?: number;
 }
 
 export interface TransformersVisionRuntime extends VisionRuntime {
@@ -21,7 +23,7 @@ export interface TransformersVisionRuntime extends VisionRuntime {
 
 /** Loads a local transformers.js LLaVA folder, wraps it with LeanVision and returns the runtime contract over it. */
 export async function openVisionRuntime(options: OpenTransformersRuntimeOptions): Promise<TransformersVisionRuntime> {
-  const { modelPath, dtype = "fp32", cacheDir } = options ?? ({} as OpenTransformersRuntimeOptions);
+  const { modelPath, dtype = "fp32", cacheDir, visionThreads } = options ?? ({} as OpenTransformersRuntimeOptions);
   if (typeof modelPath !== "string" || !modelPath) {
     throw new LeanVisionError("INVALID_INPUT", "openVisionRuntime({ modelPath }): pass a local model folder in the transformers.js layout");
   }
@@ -29,7 +31,7 @@ export async function openVisionRuntime(options: OpenTransformersRuntimeOptions)
   env.allowRemoteModels = false; // only local folders; nothing is fetched from a hub
   const model = await LlavaForConditionalGeneration.from_pretrained(modelPath, { local_files_only: true, dtype: dtype as never });
   const processor = await AutoProcessor.from_pretrained(modelPath, { local_files_only: true });
-  const lean = await withLeanVision({ model, processor, modelPath, cacheDir });
+  const lean = await withLeanVision({ model, processor, modelPath, cacheDir, visionThreads });
   const chats = new Set<TransformersVisionChat>();
   const tokenizer = lean.processor.tokenizer;
 

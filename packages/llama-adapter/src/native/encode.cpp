@@ -38,8 +38,11 @@ void CheckCapture(const VisionContext & vc, CaptureMode mode, const Capture & c)
             throw CodedError("UNSUPPORTED_MODEL", "the graph runs encoder layers up to " + std::to_string(c.deepestKeyLayer) +
                                                       " but the mmproj's metadata says " + std::to_string(vc.layout.featureLayerIndex));
         }
-        if (c.attention.size() != (size_t)c.heads * c.numTokens * c.numTokens) {
-            throw CodedError("ENCODE_FAILED", "the feature layer's attention was not captured (is flash attention on?)");
+        if (c.attentionScores.size() != (size_t)c.numTokens) {
+            throw CodedError("ENCODE_FAILED", "the feature layer's attention scores were not computed (" + c.queryName + " not seen)");
+        }
+        if (!c.attention.empty() && c.attention.size() != (size_t)c.heads * c.numTokens * c.numTokens) {
+            throw CodedError("ENCODE_FAILED", "the feature layer's attention softmax has an unexpected size");
         }
     }
     const int patches = c.numTokens - (vc.layout.hasCls ? 1 : 0);
@@ -63,9 +66,10 @@ void InitMtmd(VisionContext & vc, const std::string & path, int nThreads, bool u
     params.use_gpu = useGpu;
     params.print_timings = false;
     params.n_threads = nThreads;
+    vc.nThreads = nThreads;
     params.warmup = false;
-    // The attention softmax only exists without flash attention; `flashAttention: true` gives mtmd's
-    // default (auto) for a stock-only context, e.g. to measure what capture costs against it.
+    // mtmd's default (auto: on where the backend supports it). Capture computes the scores it needs
+    // from the feature layer's queries and keys; `flashAttention: false` is the reference path.
     params.flash_attn_type = flashAttention ? LLAMA_FLASH_ATTN_TYPE_AUTO : LLAMA_FLASH_ATTN_TYPE_DISABLED;
     params.cb_eval = OnEval;
     params.cb_eval_user_data = &vc.capture;
@@ -92,7 +96,7 @@ void Encode(VisionContext & vc, const std::vector<uint8_t> & rgb, int width, int
     }
     const mtmd_input_chunk * chunk = chunks[0];
 
-    vc.capture.Begin(mode, vc.layout.featureLayerIndex);
+    vc.capture.Begin(mode, vc.layout, vc.nThreads);
     const int rc = mtmd_encode_chunk(vc.mtmd.get(), chunk);
     out.capture = std::move(vc.capture);
     vc.capture = Capture();
