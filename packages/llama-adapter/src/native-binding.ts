@@ -21,6 +21,8 @@ export type { VisionContextInfo } from "./mmproj.js";
 export interface VisionContextHandle {
   readonly native: unknown;
   readonly info: VisionContextInfo;
+  /** Where the vision graph runs: "leanvision-cpu (<tier>)", "node-llama-cpp (<why>)" or "gpu" (src/native/cpu-backend.h). */
+  readonly backend: string;
 }
 
 /** The feature layer as captured from mtmd's graph: a core VisionFeatures in flat form. */
@@ -88,7 +90,7 @@ export interface NativeBinding {
 
 /** The addon's own exports (src/native/*.cpp): errors carry a string `code`; the mmproj layout comes from src/mmproj.ts. */
 interface NativeAddon extends Omit<NativeBinding, "createVisionContext"> {
-  createVisionContext(mmprojPath: string, layout: VisionContextInfo, opts: VisionContextOptions): { native: unknown };
+  createVisionContext(mmprojPath: string, layout: VisionContextInfo, opts: VisionContextOptions): { native: unknown; backend: string };
 }
 
 interface Manifest {
@@ -143,7 +145,8 @@ function checkedBinding(addon: NativeAddon): NativeBinding {
   return {
     createVisionContext: typed((mmprojPath: string, opts: VisionContextOptions) => {
       const info = inspectMmproj(mmprojPath);
-      return { native: addon.createVisionContext(mmprojPath, info, opts).native, info };
+      const { native, backend } = addon.createVisionContext(mmprojPath, info, opts);
+      return { native, info, backend };
     }),
     encode: typed(addon.encode),
     encodeStock: typed(addon.encodeStock),

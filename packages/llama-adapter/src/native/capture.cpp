@@ -8,6 +8,7 @@
 #include "ggml-alloc.h"
 #include "ggml-backend.h"
 #include "ggml-cpp.h"
+#include "cpu-backend.h"
 #include "mmproj.h"
 
 namespace leanvision {
@@ -84,14 +85,6 @@ void ReadProjectorInput(const ggml_tensor * t, Capture & c) {
     ggml_backend_tensor_get(rows, c.projectorRows.data(), 0, ggml_nbytes(rows));
 }
 
-void SetThreads(ggml_backend_t backend, int nThreads) {
-    ggml_backend_dev_t dev = ggml_backend_get_device(backend);
-    ggml_backend_reg_t reg = dev ? ggml_backend_dev_backend_reg(dev) : nullptr;
-    if (!reg) return;
-    auto fn = (ggml_backend_set_n_threads_t)ggml_backend_reg_get_proc_address(reg, "ggml_backend_set_n_threads");
-    if (fn) fn(backend, nThreads);
-}
-
 }  // namespace
 
 void Capture::Begin(CaptureMode captureMode, const VisionLayout & layout, int nThreads) {
@@ -133,12 +126,11 @@ bool OnEval(ggml_tensor * t, bool ask, void * userData) {
 
 bool AttentionScores(const float * q, int queryTokens, const float * k, int keyTokens, int heads, int headDim, float scale, int nThreads,
                      std::vector<float> & scores, std::string & error) {
-    ggml_backend_ptr backend(ggml_backend_init_by_type(GGML_BACKEND_DEVICE_TYPE_CPU, nullptr));
+    ggml_backend_ptr backend(InitVisionCpuBackend(nThreads));
     if (!backend) {
         error = "no ggml CPU backend is loaded to compute the attention scores";
         return false;
     }
-    SetThreads(backend.get(), nThreads);
     ggml_init_params params = {ggml_tensor_overhead() * 8 + ggml_graph_overhead(), nullptr, true};
     ggml_context_ptr ctx(ggml_init(params));
     ggml_tensor * qt = ggml_new_tensor_3d(ctx.get(), GGML_TYPE_F32, headDim, heads, queryTokens);

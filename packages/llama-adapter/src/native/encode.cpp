@@ -3,6 +3,8 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "cpu-backend.h"
+
 namespace leanvision {
 
 namespace {
@@ -71,6 +73,16 @@ void InitMtmd(VisionContext & vc, const std::string & path, int nThreads, bool u
     // mtmd's default (auto: on where the backend supports it). Capture computes the scores it needs
     // from the feature layer's queries and keys; `flashAttention: false` is the reference path.
     params.flash_attn_type = flashAttention ? LLAMA_FLASH_ATTN_TYPE_AUTO : LLAMA_FLASH_ATTN_TYPE_DISABLED;
+    if (!useGpu) {
+        // The vision graph runs on our build of ggml's CPU backend (cpu-backend.h), in mtmd's device
+        // slot; mtmd's default CPU backend (node-llama-cpp's) stays in its scheduler as the fallback.
+        std::string why;
+        if (ggml_backend_dev_t dev = VisionCpuDevice(nThreads, why)) {
+            params.use_gpu = true;
+            params.device = dev;
+        }
+    }
+    vc.backend = useGpu ? "gpu" : VisionCpuDescription(nThreads);
     params.cb_eval = OnEval;
     params.cb_eval_user_data = &vc.capture;
     vc.mtmd.reset(mtmd_init_from_file(path.c_str(), nullptr, params));

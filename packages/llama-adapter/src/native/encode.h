@@ -22,6 +22,7 @@ struct VisionContext {
     VisionLayout layout;  // from src/mmproj.ts, checked against the projector's tensors
     Capture capture;  // cb_eval's user data
     int nThreads = 1;
+    std::string backend;  // which backend the vision graph runs on (cpu-backend.h)
     Projector projector;
 
     // Frees the native memory now (the handle may outlive it); later calls fail with DISPOSED.

@@ -150,6 +150,7 @@ Napi::Value CreateVisionContext(const Napi::CallbackInfo & info) {
 
     Napi::Object handle = Napi::Object::New(info.Env());
     // The External's finalizer frees native memory if JS drops the handle without freeVisionContext().
+    handle.Set("backend", vc->backend);
     handle.Set("native", Napi::External<VisionContext>::New(info.Env(), vc.release(), [](Napi::Env, VisionContext * p) { delete p; }));
     return handle;
 }
