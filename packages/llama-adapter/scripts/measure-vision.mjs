@@ -3,7 +3,7 @@
 // feature layer captured, then each reducer's reduce and native projector time. Medians over --runs,
 // as wall time and as this process's CPU time (on a shared, oversubscribed machine CPU time is the
 // steadier of the two; with --threads 1 it is the work done). Says which node-llama-cpp binaries it
-// measured (prebuilt or local build, and the ggml CPU variant mapped). Needs `pnpm build` (imports ../dist).
+// measured (prebuilt or local build, the ggml CPU variant mapped, and the backend the vision graph runs on). Needs `pnpm build` (imports ../dist).
 //
 // Encode variants, interleaved so load drifts hit them alike:
 //   plain            mtmd as llama.cpp runs it (flash attention auto)
@@ -18,7 +18,7 @@
 //   [--image <file>] [--size 336x336] [--runs 3] [--threads N] [--mtmd-cli <binary> | --no-mtmd-cli]
 //   [--reducer none --reducer visionzip:dominant=54,contextual=10 ...]
 import { spawn } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
@@ -28,7 +28,7 @@ import sharp from "sharp";
 import { parseReducerSpec, reduce } from "@leanvision/core";
 import { BENCH_REDUCERS } from "@leanvision/core/presets";
 import { median } from "@leanvision/core/stats";
-import { decodeImage, loadNativeBinding, loadVisionModel } from "../dist/index.js";
+import { binariesInUse, decodeImage, loadNativeBinding, loadVisionModel } from "../dist/index.js";
 import { bundledLlamaCommit, ensureLlamaSource } from "./llama-source.mjs";
 
 const { values } = parseArgs({
@@ -139,7 +139,7 @@ for (let run = -1; run < args.runs; run++) {
 
 const result = {
   model: path.basename(path.dirname(args.model)) + "/" + path.basename(args.model),
-  binaries: binariesInUse(llama),
+  binaries: { ...binariesInUse(llama), vision: handle.backend, visionNoFlash: noFlashHandle.backend },
   mmproj: handle.info,
   image: { file: path.basename(args.image), width: rgb.width, height: rgb.height },
   threads,
@@ -180,18 +180,6 @@ binding.freeVisionContext(noFlashHandle);
 await model.dispose();
 await llama.dispose();
 if (tmpDir) rmSync(tmpDir, { recursive: true, force: true });
-
-/** Which node-llama-cpp binaries this process runs: prebuilt or a local build, and the ggml CPU variant mapped. */
-function binariesInUse(llama) {
-  const mapped = [...new Set(readFileSync("/proc/self/maps", "utf8").split("\n").map((l) => l.slice(l.indexOf("/"))).filter((f) => f.startsWith("/")))];
-  const libllama = mapped.find((f) => /\/libllama(\.[\w.]+)?\.so$/.test(f) && !/common/.test(f));
-  const cpu = mapped.filter((f) => /\/libggml-cpu[\w.-]*\.so$/.test(f)).map((f) => path.basename(f));
-  return {
-    buildType: llama.buildType, // "prebuilt" or "localBuild"
-    binsDir: libllama && path.dirname(libllama),
-    ggmlCpu: cpu.length > 0 ? cpu : "built into libggml (no separately loaded CPU variant)"
-  };
-}
 
 function defaultMtmdCli() {
   const cacheDir = process.env.LEANVISION_CACHE_DIR ?? path.join(os.homedir(), ".cache", "leanvision");

@@ -8,8 +8,8 @@ export type { OpenLlamaRuntimeOptions, LlamaVisionRuntime } from "./runtime.js";
 export { loadVisionModel, LlamaVisionModel, decodeImage } from "./vision-model.js";
 export type { EncodedImage, EncodeOptions, ImageInput, LoadVisionModelOptions, RawRgbImage } from "./vision-model.js";
 export { ImageCache, DEFAULT_IMAGE_CACHE_BYTES } from "./image-cache.js";
-export { loadNativeBinding } from "./native-binding.js";
-export type { DecodeEmbeddings, NativeBinding, NativeVisionFeatures, VisionContextHandle, VisionContextInfo } from "./native-binding.js";
+export { binariesInUse, loadNativeBinding } from "./native-binding.js";
+export type { BinariesInUse, DecodeEmbeddings, NativeBinding, NativeVisionFeatures, VisionContextHandle, VisionContextInfo } from "./native-binding.js";
 
 // Chat with images: placeholder tokens + embedding injection into node-llama-cpp's own context.
 export { VisionChatSession } from "./chat-session.js";

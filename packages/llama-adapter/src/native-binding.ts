@@ -168,6 +168,23 @@ function typed<A extends unknown[], R>(fn: (...args: A) => R): (...args: A) => R
   };
 }
 
+/** Which node-llama-cpp binaries this process runs, for reports (benchmarks, measure-vision). */
+export interface BinariesInUse {
+  /** node-llama-cpp's `llama.buildType`: "prebuilt" or "localBuild". */
+  buildType: string;
+  /** Directory of the libllama loaded. */
+  binsDir: string | null;
+  /** ggml CPU backend variants loaded from that directory (prebuilt: libggml-cpu-<tier>.so), if any. */
+  ggmlCpu: string[];
+}
+
+export function binariesInUse(llama: { buildType: string }): BinariesInUse {
+  const libllama = loadedLibllama();
+  const mapped = process.platform === "linux" ? readFileSync("/proc/self/maps", "utf8").split("\n").map((l) => l.slice(l.indexOf("/"))) : [];
+  const ggmlCpu = [...new Set(mapped.filter((f) => /^libggml-cpu[\w.-]*\.so$/.test(path.basename(f))).map((f) => path.basename(f)))];
+  return { buildType: llama.buildType, binsDir: libllama ? path.dirname(libllama) : null, ggmlCpu };
+}
+
 /** Real path of the libllama shared object loaded in this process, or undefined. */
 function loadedLibllama(): string | undefined {
   const isLibllama = (file: string) => /^(lib)?llama(\.v[\d.]+)?\.(so|dylib|dll)$/.test(path.basename(file));

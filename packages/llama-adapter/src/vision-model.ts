@@ -86,6 +86,8 @@ export class LlamaVisionModel {
   readonly model: LlamaModel;
   readonly mmprojPath: string;
   readonly info: VisionContextInfo;
+  /** Where the vision graph runs (VisionContextHandle.backend). */
+  readonly backend: string;
   private readonly binding: NativeBinding;
   private readonly handle: VisionContextHandle;
   private isDisposed = false;
@@ -102,6 +104,7 @@ export class LlamaVisionModel {
     this.model = model;
     this.mmprojPath = mmprojPath;
     this.info = handle.info;
+    this.backend = handle.backend;
   }
 
   get disposed(): boolean {
