@@ -65,6 +65,7 @@ export function renderMarkdown(bench, { anchor = null, chartFile = null, image =
     `- Text tokens in the first question: ${bench.textTokens}`,
     ...(runs ? [`- Each number is the median of ${runs} runs, each in a fresh context; the image is sent in turn 1.`] : []),
     ...(threads ? [`- CPU threads: ${threads}${anchor ? " (LeanVision and llama-mtmd-cli alike)" : ""}`] : []),
+    ...(bench.model?.binaries ? [`- Binaries: ${describeBinaries(bench.model.binaries)}`] : []),
     "- *tokens vs none*: how many times fewer tokens the turn evaluates than without LeanVision; *prefill vs none*: how many times faster its prefill is.",
     "",
     `| ${header.join(" | ")} |`,
@@ -82,6 +83,12 @@ export function renderMarkdown(bench, { anchor = null, chartFile = null, image =
   }
   if (chartFile) lines.push("", `![Prefill and TTFT per reducer, turn 1](${chartFile})`);
   return lines.join("\n") + "\n";
+}
+
+/** The llama runtime's binaries (description.binaries): which node-llama-cpp build, CPU variant, vision backend. */
+export function describeBinaries({ buildType, binsDir, ggmlCpu = [], vision }) {
+  const variant = ggmlCpu.length ? `, CPU variant ${ggmlCpu.join(", ")}` : "";
+  return `node-llama-cpp ${buildType} (\`${binsDir}\`${variant}); vision graph on ${vision}`;
 }
 
 /**

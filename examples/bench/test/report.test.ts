@@ -51,6 +51,13 @@ describe("report", () => {
     expect(table[6]).toMatch(/^llama-mtmd-cli \(stock\)\s+576\s+1\s+610\s+0\s/);
   });
 
+  it("says which node-llama-cpp binaries and which vision backend the llama runtime measured", () => {
+    const binaries = { buildType: "prebuilt", binsDir: "/nlc/bins/linux-x64", ggmlCpu: ["libggml-cpu-zen4.so"], vision: "leanvision-cpu (zen4)" };
+    const md = renderMarkdown({ ...bench, model: { ...bench.model, binaries } });
+    expect(md).toContain("- Binaries: node-llama-cpp prebuilt (`/nlc/bins/linux-x64`, CPU variant libggml-cpu-zen4.so); vision graph on leanvision-cpu (zen4)");
+    expect(renderMarkdown(bench)).not.toContain("Binaries:");
+  });
+
   it("writes a markdown table with the anchor row and a link to the chart", () => {
     const md = renderMarkdown(bench, { anchor, chartFile: "bench.svg", image: "/img.jpg", runs: 3 });
     const tableLines = md.split("\n").filter((l) => l.startsWith("|"));

@@ -55,8 +55,12 @@ const { values: args } = parseArgs({
     bins: { type: "string", multiple: true, default: [] },
     jobs: { type: "string" },
     verbose: { type: "boolean", default: false },
-    install: { type: "boolean", default: false }
-  }
+    install: { type: "boolean", default: false },
+    // --vision-cpu (or LEANVISION_VISION_CPU=1 at install): mtmd runs on ggml's CPU backend compiled
+    // here for this machine (src/native/cpu-backend.cpp says why); without it, on node-llama-cpp's own.
+    "vision-cpu": { type: "boolean", default: process.env.LEANVISION_VISION_CPU === "1" }
+  },
+  allowNegative: true
 });
 const started = Date.now();
 const out = openOutput();
@@ -127,9 +131,12 @@ async function main() {
       nodeAddonApiDir(),
       nodeIncludeDir()
     ];
-    const common = ["-O2", "-fPIC", "-pthread", "-fvisibility=hidden", "-DNDEBUG", "-DLLAMA_SHARED", "-DGGML_SHARED", "-w"];
-    const cxxFlags = [...common, "-std=c++17", "-DNAPI_VERSION=7", "-DNAPI_CPP_EXCEPTIONS"];
-    const includes = includeDirs.map((d) => `-I${d}`);
+    // -O3 as llama.cpp's own Release builds (mtmd's image preprocessing is plain C++ loops).
+    const common = ["-O3", "-fPIC", "-pthread", "-fvisibility=hidden", "-DNDEBUG", "-DLLAMA_SHARED", "-DGGML_SHARED", "-w"];
+    const cpu = args["vision-cpu"] ? visionCpuTier() : null;
+    const ownDefs = cpu ? ["-DLEANVISION_OWN_CPU=1", `-DLEANVISION_CPU_TIER="${cpu.tier}"`, `-DLEANVISION_CPU_CHECK=${cpu.check}`] : [];
+    const cxxFlags = [...common, "-std=c++17", "-DNAPI_VERSION=7", "-DNAPI_CPP_EXCEPTIONS", ...ownDefs];
+    const includes = [...includeDirs, path.join(llamaSrc, "ggml", "src")].map((d) => `-I${d}`);
 
     const mtmd = path.join(llamaSrc, "tools", "mtmd");
     const nativeDir = path.join(adapterDir, "src", "native");
@@ -150,6 +157,11 @@ async function main() {
         .map((f) => ({ src: path.join(mtmd, "models", f), key: baseKey })),
       ...ownSources.map((f) => ({ src: path.join(nativeDir, f), key: ownKey, own: true }))
     ].map((u) => ({ ...u, flags: [...cxxFlags, ...includes] }));
+    // The vision graph's own CPU backend: ggml's CPU backend from the same source, for this machine's tier.
+    if (cpu) {
+      units.push(...ggmlCpuUnits(llamaSrc, common, cpu).map((u) => ({ ...u, key: hash([baseKey, u.flags.join(" ")].join("\n")) })));
+      log(`vision CPU backend: ggml's, compiled for ${cpu.tier} (${cpu.flags.join(" ")})`);
+    }
     const hasInject = ownSources.includes("inject.cpp");
 
     const objDir = path.join(cacheDir, "native-obj");
@@ -189,6 +201,65 @@ function checkBinsArg(dir) {
   const resolved = path.resolve(dir);
   if (!libllamaIn(resolved)) throw new Error(`--bins ${dir}: no libllama shared library (libllama[.<variant>].so) in ${resolved}`);
   return realpathSync(resolved);
+}
+
+/**
+ * The x86 instruction-set tier of this machine, as ggml's CPU variants name them (the highest whose
+ * features /proc/cpuinfo lists), with the compiler flags, ggml's defines, and the runtime check
+ * (cpu-backend.cpp refuses the backend on a CPU without them, e.g. when node_modules was copied).
+ * null where there is none (not x86-64 Linux, or no AVX2): mtmd then uses node-llama-cpp's backend.
+ */
+function visionCpuTier() {
+  if (process.arch !== "x64") return null;
+  let cpuFlags;
+  try {
+    cpuFlags = new Set((/^flags\s*:(.*)$/m.exec(readFileSync("/proc/cpuinfo", "utf8"))?.[1] ?? "").trim().split(/\s+/));
+  } catch {
+    return null;
+  }
+  // [cpuinfo flag, gcc flag, ggml define, __builtin_cpu_supports name]
+  const F = {
+    sse42: ["sse4_2", "-msse4.2", "GGML_SSE42", "sse4.2"], avx: ["avx", "-mavx", "GGML_AVX", "avx"], f16c: ["f16c", "-mf16c", "GGML_F16C", null],
+    fma: ["fma", "-mfma", "GGML_FMA", "fma"], avx2: ["avx2", "-mavx2", "GGML_AVX2", "avx2"], bmi2: ["bmi2", "-mbmi2", "GGML_BMI2", "bmi2"],
+    avxvnni: ["avx_vnni", "-mavxvnni", "GGML_AVX_VNNI", "avxvnni"],
+    avx512: ["avx512f", "-mavx512f -mavx512cd -mavx512vl -mavx512dq -mavx512bw", "GGML_AVX512", "avx512f avx512cd avx512vl avx512dq avx512bw"],
+    avx512vbmi: ["avx512vbmi", "-mavx512vbmi", "GGML_AVX512_VBMI", "avx512vbmi"],
+    avx512vnni: ["avx512_vnni", "-mavx512vnni", "GGML_AVX512_VNNI", "avx512vnni"],
+    avx512bf16: ["avx512_bf16", "-mavx512bf16", "GGML_AVX512_BF16", "avx512bf16"]
+  };
+  const haswell = ["sse42", "avx", "f16c", "fma", "avx2", "bmi2"];
+  const tiers = [
+    ["zen4", [...haswell, "avx512", "avx512vbmi", "avx512vnni", "avx512bf16"]],
+    ["icelake", [...haswell, "avx512", "avx512vbmi", "avx512vnni"]],
+    ["skylakex", [...haswell, "avx512"]],
+    ["alderlake", [...haswell, "avxvnni"]],
+    ["haswell", haswell]
+  ];
+  const avx512Parts = ["avx512f", "avx512cd", "avx512vl", "avx512dq", "avx512bw"];
+  const has = (f) => (f === "avx512" ? avx512Parts.every((p) => cpuFlags.has(p)) : cpuFlags.has(F[f][0]));
+  const found = tiers.find(([, features]) => features.every(has));
+  if (!found) return null;
+  const [tier, features] = found;
+  return {
+    tier,
+    flags: features.flatMap((f) => F[f][1].split(" ")),
+    defines: features.map((f) => `-D${F[f][2]}`),
+    check: features.flatMap((f) => (F[f][3] ? F[f][3].split(" ") : [])).map((n) => `X("${n}")`).join("")
+  };
+}
+
+/** ggml's CPU backend sources (the ggml-cpu CMake target for x86, without the DL scoring). */
+function ggmlCpuUnits(llamaSrc, common, cpu) {
+  const dir = path.join(llamaSrc, "ggml", "src", "ggml-cpu");
+  const includes = [path.join(llamaSrc, "ggml", "include"), path.join(llamaSrc, "ggml", "src"), dir].map((d) => `-I${d}`);
+  const defs = ["-D_GNU_SOURCE", "-D_XOPEN_SOURCE=600", "-DGGML_USE_LLAMAFILE", "-DGGML_USE_CPU_REPACK", "-DGGML_SCHED_MAX_COPIES=4", ...cpu.defines];
+  const base = [...common, ...cpu.flags, ...defs, ...includes];
+  const files = ["ggml-cpu.c", "ggml-cpu.cpp", "repack.cpp", "iqp.cpp", "hbm.cpp", "quants.c", "traits.cpp", "amx/amx.cpp", "amx/mmq.cpp",
+    "binary-ops.cpp", "unary-ops.cpp", "vec.cpp", "ops.cpp", "llamafile/sgemm.cpp", "arch/x86/quants.c", "arch/x86/repack.cpp"];
+  return files.filter((f) => existsSync(path.join(dir, f))).map((f) => ({
+    src: path.join(dir, f),
+    flags: f.endsWith(".c") ? [...base, "-std=c11"] : [...base, "-std=c++17"]
+  }));
 }
 
 /** Prebuilt binaries of the installed @node-llama-cpp/<platform>-<arch>* packages, plus local builds. */

@@ -9,8 +9,8 @@ export { loadVisionModel, LlamaVisionModel } from "./vision-model.js";
 export { decodeImage, DEFAULT_MAX_PIXELS } from "@leanvision/image";
 export type { EncodedImage, EncodeOptions, ImageInput, LoadVisionModelOptions, RawRgbImage } from "./vision-model.js";
 export { ImageCache, DEFAULT_IMAGE_CACHE_BYTES } from "./image-cache.js";
-export { loadNativeBinding } from "./native-binding.js";
-export type { DecodeEmbeddings, NativeBinding, NativeVisionFeatures, VisionContextHandle, VisionContextInfo } from "./native-binding.js";
+export { binariesInUse, loadNativeBinding } from "./native-binding.js";
+export type { BinariesInUse, DecodeEmbeddings, NativeBinding, NativeVisionFeatures, VisionContextHandle, VisionContextInfo } from "./native-binding.js";
 
 // Chat with images: placeholder tokens + embedding injection into node-llama-cpp's own context.
 export { VisionChatSession } from "./chat-session.js";

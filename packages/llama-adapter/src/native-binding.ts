@@ -22,6 +22,8 @@ export type { VisionContextInfo } from "./mmproj.js";
 export interface VisionContextHandle {
   readonly native: unknown;
   readonly info: VisionContextInfo;
+  /** Where the vision graph runs: "leanvision-cpu (<tier>)", "node-llama-cpp (<why>)" or "gpu" (src/native/cpu-backend.h). */
+  readonly backend: string;
 }
 
 /** The feature layer as captured from mtmd's graph: a core VisionFeatures in flat form. */
@@ -35,7 +37,12 @@ export interface NativeVisionFeatures {
   clsIndex: number | null;
   /** The rows of `hidden` llama.cpp's own graph feeds its projector (`patches` input). */
   projectorRows: Int32Array;
-  /** [heads x numTokens x numTokens] softmax probabilities (capture only). */
+  /**
+   * [numTokens] VisionZip's ranking, computed natively from the feature layer's queries and keys
+   * (capture only): with CLS the CLS query's softmax row, without CLS the softmax's column sums; summed over heads.
+   */
+  attentionScores?: Float32Array;
+  /** [heads x numTokens x numTokens] softmax probabilities (capture on a context with `flashAttention: false` only). */
   attention?: Float32Array;
   heads?: number;
   /** [numTokens x keyDim], averaged over heads (capture only). */
@@ -57,6 +64,10 @@ export type DecodeEmbeddings = (
 export interface VisionContextOptions {
   nThreads: number;
   useGpu: boolean;
+  /**
+   * mtmd's default attention (flash attention where supported) when true (default). false turns flash
+   * attention off in every layer: the reference path, whose capture also returns the whole `attention`.
+   */
   flashAttention?: boolean;
 }
 
@@ -64,8 +75,7 @@ export interface VisionContextOptions {
 export interface NativeBinding {
   /**
    * Checks the mmproj completely (src/mmproj.ts: INVALID_INPUT, INVALID_MODEL, UNSUPPORTED_MODEL),
-   * then loads it. Flash attention stays off (capture needs the attention softmax) unless
-   * `flashAttention` is true, which gives mtmd's default for a context used only by encodeStock.
+   * then loads it with mtmd's default attention (see VisionContextOptions.flashAttention).
    */
   createVisionContext(mmprojPath: string, opts: VisionContextOptions): VisionContextHandle;
   /**
@@ -85,7 +95,7 @@ export interface NativeBinding {
 
 /** The addon's own exports (src/native/*.cpp): errors carry a string `code`; the mmproj layout comes from src/mmproj.ts. */
 interface NativeAddon extends Omit<NativeBinding, "createVisionContext"> {
-  createVisionContext(mmprojPath: string, layout: VisionContextInfo, opts: VisionContextOptions): { native: unknown };
+  createVisionContext(mmprojPath: string, layout: VisionContextInfo, opts: VisionContextOptions): { native: unknown; backend: string };
 }
 
 interface Manifest {
@@ -157,7 +167,8 @@ function checkedBinding(addon: NativeAddon): NativeBinding {
   return {
     createVisionContext: typed((mmprojPath: string, opts: VisionContextOptions) => {
       const info = inspectMmproj(mmprojPath);
-      return { native: addon.createVisionContext(mmprojPath, info, opts).native, info };
+      const { native, backend } = addon.createVisionContext(mmprojPath, info, opts);
+      return { native, info, backend };
     }),
     encode: typed(addon.encode),
     encodeStock: typed(addon.encodeStock),
@@ -186,6 +197,23 @@ function flavourOf(libllama: string): string {
   } catch {
     return path.basename(libllama);
   }
+}
+
+/** Which node-llama-cpp binaries this process runs, for reports (benchmarks, measure-vision). */
+export interface BinariesInUse {
+  /** node-llama-cpp's `llama.buildType`: "prebuilt" or "localBuild". */
+  buildType: string;
+  /** Directory of the libllama loaded. */
+  binsDir: string | null;
+  /** ggml CPU backend variants loaded from that directory (prebuilt: libggml-cpu-<tier>.so), if any. */
+  ggmlCpu: string[];
+}
+
+export function binariesInUse(llama: { buildType: string }): BinariesInUse {
+  const libllama = loadedLibllama();
+  const mapped = process.platform === "linux" ? readFileSync("/proc/self/maps", "utf8").split("\n").map((l) => l.slice(l.indexOf("/"))) : [];
+  const ggmlCpu = [...new Set(mapped.filter((f) => /^libggml-cpu[\w.-]*\.so$/.test(path.basename(f))).map((f) => path.basename(f)))];
+  return { buildType: llama.buildType, binsDir: libllama ? path.dirname(libllama) : null, ggmlCpu };
 }
 
 /** Real path of the libllama shared object loaded in this process, or undefined. */

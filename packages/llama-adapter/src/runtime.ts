@@ -5,6 +5,7 @@ import { LeanVisionError, toReducerSpec } from "@leanvision/core";
 import type { ImageInput, ReducerInput, VisionChatOptions, VisionRuntime } from "@leanvision/core";
 import type { Llama, LlamaContext, LlamaModel } from "node-llama-cpp";
 import { VisionChatSession } from "./chat-session.js";
+import { binariesInUse } from "./native-binding.js";
 import { loadVisionModel, type LlamaVisionModel } from "./vision-model.js";
 
 export interface OpenLlamaRuntimeOptions {
@@ -68,7 +69,8 @@ export async function openVisionRuntime(options: OpenLlamaRuntimeOptions): Promi
       threads,
       imageCacheBytes: vision.imageCache.maxBytes,
       parameters: Number((model.fileInsights as { totalElements?: number }).totalElements ?? 0) || undefined,
-      trainContextSize: model.trainContextSize
+      trainContextSize: model.trainContextSize,
+      binaries: { ...binariesInUse(llama), vision: vision.backend }
     },
     countTextTokens: (text: string) => model.tokenize(text).length,
     countTokens: (image: ImageInput, reducer?: ReducerInput) => vision.countTokens(image, reducer),

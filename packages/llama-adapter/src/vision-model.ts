@@ -90,6 +90,8 @@ export class LlamaVisionModel {
   readonly model: LlamaModel;
   readonly mmprojPath: string;
   readonly info: VisionContextInfo;
+  /** Where the vision graph runs (VisionContextHandle.backend). */
+  readonly backend: string;
   private readonly binding: NativeBinding;
   private readonly handle: VisionContextHandle;
   private isDisposed = false;
@@ -114,6 +116,7 @@ export class LlamaVisionModel {
     this.model = model;
     this.mmprojPath = mmprojPath;
     this.info = handle.info;
+    this.backend = handle.backend;
   }
 
   get disposed(): boolean {
@@ -249,7 +252,8 @@ function toVisionFeatures(n: NativeVisionFeatures): VisionFeatures {
     grid: { rows: n.gridRows, cols: n.gridCols },
     clsIndex: n.clsIndex
   };
-  if (n.attention) Object.assign(f, { attention: n.attention, heads: n.heads, keys: n.keys, keyDim: n.keyDim });
+  if (n.keys) Object.assign(f, { attentionScores: n.attentionScores, heads: n.heads, keys: n.keys, keyDim: n.keyDim });
+  if (n.attention) f.attention = n.attention;
   return f;
 }
 

@@ -26,10 +26,10 @@ describe("image cache", () => {
     expect((await tiny.vision.encodeImage(raw, "visionzip:54+10", { cache: true })).fromCache).toBe(false);
     raw.data[0] = 8;
     expect((await tiny.vision.encodeImage(raw, "visionzip:54+10", { cache: true })).fromCache).toBe(false);
-    // Without { cache: true } (direct calls) the encoder always runs, attention included.
+    // Without { cache: true } (direct calls) the encoder always runs, attention scores included.
     const direct = await tiny.vision.encodeImage(image, "visionzip:54+10");
     expect(direct.fromCache).toBe(false);
-    expect(direct.features.tiles[0].attention).toBeDefined();
+    expect(direct.features.tiles[0].attentionScores).toBeDefined();
   });
 
   it("a new chat about the same photo pays only prefill: the turn record says it was a hit", async () => {

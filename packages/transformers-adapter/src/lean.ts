@@ -75,6 +75,8 @@ export interface WithLeanVisionOptions {
   modelPath?: string;
   /** Where the split graphs are cached; defaults to $LEANVISION_CACHE_DIR or ~/.cache/leanvision. */
   cacheDir?: string;
+  /** onnxruntime intra-op threads of the split vision sessions (features + projector), set when a model is first wrapped; default: onnxruntime's own. */
+  visionThreads?: number;
 }
 
 /** One image as it went through the reducer (before the projector); sizes are the processor's output. */
@@ -390,6 +392,8 @@ export async function withLeanVision(options: WithLeanVisionOptions): Promise<Le
     );
   }
   const spec = toReducerSpec(options.reducer ?? "none");
+  const threads = options.visionThreads;
+  if (threads !== undefined && !(Number.isInteger(threads) && threads >= 1)) throw new LeanVisionError("INVALID_INPUT", `visionThreads must be a positive integer (got ${threads})`);
   const vision = model.sessions.vision_encoder;
   const decoder = model.sessions.decoder_model_merged;
   if (!vision || !decoder || !model.sessions.embed_tokens) {
@@ -414,7 +418,8 @@ export async function withLeanVision(options: WithLeanVisionOptions): Promise<Le
   if (typeof Session?.create !== "function") {
     throw new LeanVisionError("UNSUPPORTED_MODEL", "the vision_encoder session is not an onnxruntime InferenceSession");
   }
-  const [features, projector] = await Promise.all([Session.create(split.featuresPath), Session.create(split.projectorPath)]);
+  const sessionOptions = threads === undefined ? {} : { intraOpNumThreads: threads };
+  const [features, projector] = await Promise.all([Session.create(split.featuresPath, sessionOptions), Session.create(split.projectorPath, sessionOptions)]);
   const inst: Installation = {
     model,
     processor,

@@ -17,6 +17,8 @@ export interface OpenTransformersRuntimeOptions {
   maxPixels?: number;
   /** Where the split vision encoder is cached (default $LEANVISION_CACHE_DIR or ~/.cache/leanvision). */
   cacheDir?: string;
+  /** onnxruntime intra-op threads of the vision encoder's sessions (withLeanVision's visionThreads); default: onnxruntime's own. */
+  visionThreads?: number;
 }
 
 export interface TransformersVisionRuntime extends VisionRuntime {
@@ -26,7 +28,7 @@ export interface TransformersVisionRuntime extends VisionRuntime {
 
 /** Loads a local transformers.js LLaVA folder, wraps it with LeanVision and returns the runtime contract over it. */
 export async function openVisionRuntime(options: OpenTransformersRuntimeOptions): Promise<TransformersVisionRuntime> {
-  const { modelPath, dtype = "fp32", cacheDir, maxPixels } = options ?? ({} as OpenTransformersRuntimeOptions);
+  const { modelPath, dtype = "fp32", cacheDir, maxPixels, visionThreads } = options ?? ({} as OpenTransformersRuntimeOptions);
   if (typeof modelPath !== "string" || !modelPath) {
     throw new LeanVisionError("INVALID_INPUT", "openVisionRuntime({ modelPath }): pass a local model folder in the transformers.js layout");
   }
@@ -37,7 +39,7 @@ export async function openVisionRuntime(options: OpenTransformersRuntimeOptions)
   const processor = await AutoProcessor.from_pretrained(modelPath, { local_files_only: true });
   // OneVision and nanoLLaVA: AutoProcessor is only the image processor; the tokenizer is loaded on its own.
   const ownTokenizer = processor.tokenizer ? undefined : await AutoTokenizer.from_pretrained(modelPath, { local_files_only: true });
-  const lean = await withLeanVision({ model, processor, tokenizer: ownTokenizer, modelPath, cacheDir });
+  const lean = await withLeanVision({ model, processor, tokenizer: ownTokenizer, modelPath, cacheDir, visionThreads });
   const chats = new Set<TransformersVisionChat>();
   const tokenizer = lean.tokenizer;
 

@@ -1,10 +1,15 @@
 #include "capture.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 
+#include "ggml-alloc.h"
 #include "ggml-backend.h"
+#include "ggml-cpp.h"
+#include "cpu-backend.h"
+#include "mmproj.h"
 
 namespace leanvision {
 
@@ -35,18 +40,49 @@ bool IsProjectorInput(const ggml_tensor * t) {
     return t->op == GGML_OP_GET_ROWS && t->src[1] != nullptr && IsNamed(t->src[1], "patches");
 }
 
-// [headDim, heads, tokens] -> keys averaged over heads, [tokens x headDim]
+// Qcur-<il>: [headDim, heads, tokens]. With CLS only the CLS query is needed (the llava graph appends
+// CLS last), so only that row is copied.
+void ReadQueries(const ggml_tensor * t, Capture & c) {
+    if (t->type != GGML_TYPE_F32 || !ggml_is_contiguous(t)) {
+        c.error = std::string("captured tensor ") + t->name + " is not contiguous F32";
+        return;
+    }
+    const int64_t tokens = t->ne[2];
+    const size_t row = (size_t)t->nb[2];
+    c.queryTokens = c.hasCls ? 1 : (int)tokens;
+    c.queries.resize((size_t)c.queryTokens * t->ne[0] * t->ne[1]);
+    ggml_backend_tensor_get(t, c.queries.data(), c.hasCls ? (tokens - 1) * row : 0, (size_t)c.queryTokens * row);
+    c.sawQueries = true;
+}
+
+// Kcur-<il>: [headDim, heads, tokens] -> keys averaged over heads, [tokens x headDim]; the raw keys
+// stay for the scores.
 void ReadKeys(const ggml_tensor * t, Capture & c) {
-    std::vector<float> k;
-    if (!ReadTensor(t, k, c.error)) return;
+    if (!ReadTensor(t, c.rawKeys, c.error)) return;
     c.keyDim = (int)t->ne[0];
     c.heads = (int)t->ne[1];
-    const int64_t n = t->ne[2];
+    c.keyTokens = (int)t->ne[2];
+    const int64_t n = c.keyTokens;
+    const std::vector<float> & k = c.rawKeys;
     c.keys.assign(n * c.keyDim, 0.0f);
     for (int64_t tok = 0; tok < n; tok++)
         for (int h = 0; h < c.heads; h++)
             for (int d = 0; d < c.keyDim; d++) c.keys[tok * c.keyDim + d] += k[(tok * c.heads + h) * c.keyDim + d] / c.heads;
     c.sawKeys = true;
+}
+
+// Once the feature layer's queries and keys are both in: VisionZip's scores, then the scratch goes.
+void ScoreIfReady(Capture & c) {
+    if (!c.sawQueries || !c.sawKeys || !c.attentionScores.empty() || !c.error.empty()) return;
+    if (c.queries.size() != (size_t)c.queryTokens * c.heads * c.keyDim) {
+        c.error = "the feature layer's queries (" + c.queryName + ") and keys (" + c.keyName + ") have different shapes";
+        return;
+    }
+    // clip_graph's kq_scale: 1 / sqrt(head dimension); the llava graph's attention has no mask.
+    const float scale = 1.0f / std::sqrt((float)c.keyDim);
+    AttentionScores(c.queries.data(), c.queryTokens, c.rawKeys.data(), c.keyTokens, c.heads, c.keyDim, scale, c.threads, c.attentionScores, c.error);
+    std::vector<float>().swap(c.queries);
+    std::vector<float>().swap(c.rawKeys);
 }
 
 void ReadProjectorInput(const ggml_tensor * t, Capture & c) {
@@ -61,31 +97,89 @@ void ReadProjectorInput(const ggml_tensor * t, Capture & c) {
 
 }  // namespace
 
-void Capture::Begin(CaptureMode captureMode, int featureLayerIndex) {
+void Capture::Begin(CaptureMode captureMode, const VisionLayout & layout, int nThreads) {
     *this = Capture();
     mode = captureMode;
-    keyName = "Kcur-" + std::to_string(featureLayerIndex);
+    queryName = "Qcur-" + std::to_string(layout.featureLayerIndex);
+    keyName = "Kcur-" + std::to_string(layout.featureLayerIndex);
+    hasCls = layout.hasCls;
+    threads = std::max(1, nThreads);
 }
 
 bool OnEval(ggml_tensor * t, bool ask, void * userData) {
     Capture & c = *static_cast<Capture *>(userData);
     if (c.mode == CaptureMode::None) return false;
     const bool full = c.mode == CaptureMode::Full;
+    const bool isQueries = full && c.queryName == t->name;
     const bool isKeys = full && c.keyName == t->name;
-    // The first SOFT_MAX after the feature layer's Kcur is that layer's attention (flash attention is off).
+    // With flash attention off (the reference path) the first SOFT_MAX after the feature layer's
+    // Kcur is that layer's attention; with it on there is none.
     const bool isAttention = full && c.sawKeys && c.attention.empty() && t->op == GGML_OP_SOFT_MAX;
     if (ask) {
         if (full && std::strncmp(t->name, "Kcur-", 5) == 0) c.deepestKeyLayer = std::max(c.deepestKeyLayer, std::atoi(t->name + 5));
-        return isKeys || isAttention || IsProjectorInput(t);
+        return isQueries || isKeys || isAttention || IsProjectorInput(t);
     }
-    if (isKeys) {
+    if (isQueries) {
+        ReadQueries(t, c);
+        ScoreIfReady(c);
+    } else if (isKeys) {
         ReadKeys(t, c);
+        ScoreIfReady(c);
     } else if (isAttention) {
         // [keys, queries, heads] in ggml order == [heads x queries x keys] row-major
         ReadTensor(t, c.attention, c.error);
     } else if (IsProjectorInput(t)) {
         ReadProjectorInput(t, c);
     }
+    return true;
+}
+
+bool AttentionScores(const float * q, int queryTokens, const float * k, int keyTokens, int heads, int headDim, float scale, int nThreads,
+                     std::vector<float> & scores, std::string & error) {
+    ggml_backend_ptr backend(InitVisionCpuBackend(nThreads));
+    if (!backend) {
+        error = "no ggml CPU backend is loaded to compute the attention scores";
+        return false;
+    }
+    ggml_init_params params = {ggml_tensor_overhead() * 8 + ggml_graph_overhead(), nullptr, true};
+    ggml_context_ptr ctx(ggml_init(params));
+    ggml_tensor * qt = ggml_new_tensor_3d(ctx.get(), GGML_TYPE_F32, headDim, heads, queryTokens);
+    ggml_tensor * kt = ggml_new_tensor_3d(ctx.get(), GGML_TYPE_F32, headDim, heads, keyTokens);
+    ggml_set_input(qt);
+    ggml_set_input(kt);
+    // The same ops as clip_graph::build_attn without flash attention: kq = k^T q per head, then the
+    // scaled softmax over the keys. [keys, queries, heads].
+    ggml_tensor * kq = ggml_mul_mat(ctx.get(), ggml_permute(ctx.get(), kt, 0, 2, 1, 3), ggml_permute(ctx.get(), qt, 0, 2, 1, 3));
+    ggml_tensor * p = ggml_soft_max_ext_inplace(ctx.get(), kq, nullptr, scale, 0.0f);
+    ggml_set_output(p);
+    ggml_cgraph * gf = ggml_new_graph(ctx.get());
+    ggml_build_forward_expand(gf, p);
+    ggml_gallocr_ptr alloc(ggml_gallocr_new(ggml_backend_get_default_buffer_type(backend.get())));
+    if (!ggml_gallocr_alloc_graph(alloc.get(), gf)) {
+        error = "cannot allocate the attention scores' graph";
+        return false;
+    }
+    ggml_backend_tensor_set(qt, q, 0, ggml_nbytes(qt));
+    ggml_backend_tensor_set(kt, k, 0, ggml_nbytes(kt));
+    if (ggml_backend_graph_compute(backend.get(), gf) != GGML_STATUS_SUCCESS) {
+        error = "computing the attention scores failed";
+        return false;
+    }
+    // Sum the rows (one per head and query) of the [rows x keys] probabilities.
+    const size_t rows = (size_t)queryTokens * heads;
+    std::vector<float> copy;
+    const float * probs = static_cast<const float *>(p->data);
+    if (!ggml_backend_buffer_is_host(p->buffer)) {
+        copy.resize(rows * keyTokens);
+        ggml_backend_tensor_get(p, copy.data(), 0, ggml_nbytes(p));
+        probs = copy.data();
+    }
+    std::vector<double> sums(keyTokens, 0.0);
+    for (size_t r = 0; r < rows; r++) {
+        const float * row = probs + r * keyTokens;
+        for (int j = 0; j < keyTokens; j++) sums[j] += row[j];
+    }
+    scores.assign(sums.begin(), sums.end());
     return true;
 }
 

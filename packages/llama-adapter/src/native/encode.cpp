@@ -3,6 +3,8 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "cpu-backend.h"
+
 namespace leanvision {
 
 namespace {
@@ -38,8 +40,11 @@ void CheckCapture(const VisionContext & vc, CaptureMode mode, const Capture & c)
             throw CodedError("UNSUPPORTED_MODEL", "the graph runs encoder layers up to " + std::to_string(c.deepestKeyLayer) +
                                                       " but the mmproj's metadata says " + std::to_string(vc.layout.featureLayerIndex));
         }
-        if (c.attention.size() != (size_t)c.heads * c.numTokens * c.numTokens) {
-            throw CodedError("ENCODE_FAILED", "the feature layer's attention was not captured (is flash attention on?)");
+        if (c.attentionScores.size() != (size_t)c.numTokens) {
+            throw CodedError("ENCODE_FAILED", "the feature layer's attention scores were not computed (" + c.queryName + " not seen)");
+        }
+        if (!c.attention.empty() && c.attention.size() != (size_t)c.heads * c.numTokens * c.numTokens) {
+            throw CodedError("ENCODE_FAILED", "the feature layer's attention softmax has an unexpected size");
         }
     }
     const int patches = c.numTokens - (vc.layout.hasCls ? 1 : 0);
@@ -63,10 +68,21 @@ void InitMtmd(VisionContext & vc, const std::string & path, int nThreads, bool u
     params.use_gpu = useGpu;
     params.print_timings = false;
     params.n_threads = nThreads;
+    vc.nThreads = nThreads;
     params.warmup = false;
-    // The attention softmax only exists without flash attention; `flashAttention: true` gives mtmd's
-    // default (auto) for a stock-only context, e.g. to measure what capture costs against it.
+    // mtmd's default (auto: on where the backend supports it). Capture computes the scores it needs
+    // from the feature layer's queries and keys; `flashAttention: false` is the reference path.
     params.flash_attn_type = flashAttention ? LLAMA_FLASH_ATTN_TYPE_AUTO : LLAMA_FLASH_ATTN_TYPE_DISABLED;
+    if (!useGpu) {
+        // The vision graph runs on our build of ggml's CPU backend (cpu-backend.h), in mtmd's device
+        // slot; mtmd's default CPU backend (node-llama-cpp's) stays in its scheduler as the fallback.
+        std::string why;
+        if (ggml_backend_dev_t dev = VisionCpuDevice(nThreads, why)) {
+            params.use_gpu = true;
+            params.device = dev;
+        }
+    }
+    vc.backend = useGpu ? "gpu" : VisionCpuDescription(nThreads);
     params.cb_eval = OnEval;
     params.cb_eval_user_data = &vc.capture;
     vc.mtmd.reset(mtmd_init_from_file(path.c_str(), nullptr, params));
@@ -101,7 +117,7 @@ void Encode(VisionContext & vc, const std::vector<uint8_t> & rgb, int width, int
     for (size_t i = 0; i < n; i++) {
         const mtmd_input_chunk * chunk = chunks[i];
         EncodeResult & r = out[i];
-        vc.capture.Begin(mode, vc.layout.featureLayerIndex);
+        vc.capture.Begin(mode, vc.layout, vc.nThreads);
         const int rc = mtmd_encode_chunk(vc.mtmd.get(), chunk);
         r.capture = std::move(vc.capture);
         vc.capture = Capture();

@@ -21,13 +21,16 @@ struct VisionContext {
     mtmd::context_ptr mtmd;
     VisionLayout layout;  // from src/mmproj.ts, checked against the projector's tensors
     Capture capture;  // cb_eval's user data
+    int nThreads = 1;
+    std::string backend;  // which backend the vision graph runs on (cpu-backend.h)
     Projector projector;
 
     // Frees the native memory now (the handle may outlive it); later calls fail with DISPOSED.
     void Release();
 };
 
-// Loads `path` into mtmd (flash attention off unless `flashAttention`, so the attention softmax exists).
+// Loads `path` into mtmd with its default attention (flash attention auto), or with flash attention
+// off when `flashAttention` is false: the reference path, whose capture also copies the whole softmax.
 void InitMtmd(VisionContext & vc, const std::string & path, int nThreads, bool useGpu, bool flashAttention);
 
 struct EncodeResult {

@@ -3,6 +3,8 @@
 #include <cmath>
 #include <fstream>
 
+#include "cpu-backend.h"
+
 namespace leanvision {
 
 namespace {
@@ -13,7 +15,7 @@ ggml_backend_t InitBackend(bool useGpu) {
         backend = ggml_backend_init_by_type(GGML_BACKEND_DEVICE_TYPE_GPU, nullptr);
         if (!backend) backend = ggml_backend_init_by_type(GGML_BACKEND_DEVICE_TYPE_IGPU, nullptr);
     }
-    if (!backend) backend = ggml_backend_init_by_type(GGML_BACKEND_DEVICE_TYPE_CPU, nullptr);
+    if (!backend) backend = InitVisionCpuBackend(1);  // threads: set per run
     if (!backend) throw CodedError("NATIVE_BUILD", "no ggml CPU backend is loaded; load the addon after node-llama-cpp's getLlama()");
     return backend;
 }

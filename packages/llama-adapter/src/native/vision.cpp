@@ -1,6 +1,6 @@
 // N-API glue of the vision stage. llama.cpp's mtmd encodes an image while an eval callback copies
-// out the projector's input (the feature layer's hidden states) and the feature layer's attention
-// probabilities and keys (capture.cpp); the mmproj's own projector then runs natively (projector.cpp)
+// out the projector's input (the feature layer's hidden states), the feature layer's keys and the
+// attention scores VisionZip ranks by (capture.cpp); the mmproj's own projector then runs natively (projector.cpp)
 // on whichever tokens a reducer kept.
 //
 // JS surface (see src/native-binding.ts for the types; it checks the mmproj with src/mmproj.ts first):
@@ -70,7 +70,8 @@ Napi::Object FeaturesObject(Napi::Env env, const VisionLayout & vi, CaptureMode 
     if (!c.projectorRows.empty()) std::memcpy(rows.Data(), c.projectorRows.data(), c.projectorRows.size() * sizeof(int32_t));
     f.Set("projectorRows", rows);
     if (mode == CaptureMode::Full) {
-        f.Set("attention", ToFloat32Array(env, c.attention));
+        f.Set("attentionScores", ToFloat32Array(env, c.attentionScores));
+        if (!c.attention.empty()) f.Set("attention", ToFloat32Array(env, c.attention));  // flash attention off only
         f.Set("heads", c.heads);
         f.Set("keys", ToFloat32Array(env, c.keys));
         f.Set("keyDim", c.keyDim);
@@ -139,12 +140,12 @@ Napi::Value CreateVisionContext(const Napi::CallbackInfo & info) {
     auto vc = std::make_unique<VisionContext>();
     vc->layout = ReadLayout(args, args.Object(1, "layout"));
     int nThreads = 4;
-    bool useGpu = false, flashAttention = false;
+    bool useGpu = false, flashAttention = true;
     if (info.Length() > 2 && !info[2].IsUndefined()) {
         Napi::Object opts = args.Object(2, "opts");
         if (!opts.Get("nThreads").IsUndefined()) nThreads = (int)args.Int(opts.Get("nThreads"), "nThreads", 1, 1024);
         useGpu = args.Flag(opts, "useGpu", false);
-        flashAttention = args.Flag(opts, "flashAttention", false);
+        flashAttention = args.Flag(opts, "flashAttention", true);
     }
     {
         GgufFile file;
@@ -156,6 +157,7 @@ Napi::Value CreateVisionContext(const Napi::CallbackInfo & info) {
 
     Napi::Object handle = Napi::Object::New(info.Env());
     // The External's finalizer frees native memory if JS drops the handle without freeVisionContext().
+    handle.Set("backend", vc->backend);
     handle.Set("native", Napi::External<VisionContext>::New(info.Env(), vc.release(), [](Napi::Env, VisionContext * p) { delete p; }));
     return handle;
 }
