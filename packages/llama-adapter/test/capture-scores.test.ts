@@ -9,6 +9,7 @@ import { parseReducerSpec, reduce, type VisionFeatures } from "@leanvision/core"
 import { ensureLlavaGguf, sampleImagePath } from "@leanvision/testkit";
 import { loadNativeBinding, type NativeBinding, type NativeVisionFeatures } from "../src/native-binding.js";
 import { decodeImage } from "../src/vision-model.js";
+import { relativeError } from "@leanvision/testkit";
 
 let llama: Llama;
 let binding: NativeBinding;
@@ -35,16 +36,6 @@ function scoresFromAttention(f: NativeVisionFeatures): Float64Array {
   return out;
 }
 
-/** max |a - b| relative to max |b|. */
-function relativeError(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let diff = 0;
-  let scale = 0;
-  for (let i = 0; i < b.length; i++) {
-    diff = Math.max(diff, Math.abs(a[i] - b[i]));
-    scale = Math.max(scale, Math.abs(b[i]));
-  }
-  return diff / scale;
-}
 
 const tile = (f: NativeVisionFeatures, use: "attention" | "scores"): VisionFeatures => ({
   hidden: f.hidden,

@@ -26,6 +26,7 @@ import { loadVisionModel } from "../src/vision-model.js";
 import type { LlamaVisionModel } from "../src/vision-model.js";
 import { adapterDir, buildAddonFor, forgetAddon, prepareVulkan, registerVulkanPrebuilt, repoRoot } from "./support/vulkan.js";
 import type { VulkanSetup } from "./support/vulkan.js";
+import { greedy } from "./support/greedy.js";
 
 const ROLE = process.env.LEANVISION_VULKAN_TEST_ROLE;
 const THREADS = 1;
@@ -318,14 +319,6 @@ function writeTable(cpu: Scenario, vulkan: Scenario): void {
   writeFileSync(path.join(dir, "vulkan-vs-cpu.md"), table + "\n");
 }
 
-async function greedy(sequence: LlamaContextSequence, tokens: Token[], count: number): Promise<Token[]> {
-  const out: Token[] = [];
-  for await (const token of sequence.evaluate(tokens, { temperature: 0 })) {
-    out.push(token);
-    if (out.length >= count) break;
-  }
-  return out;
-}
 
 function maxAbs(a: Float32Array): number {
   let m = 0;

@@ -8,6 +8,7 @@
 //   find it, in this test process only.
 // - The LeanVision addon for those binaries: scripts/build-native.mjs --bins (links the cached objects).
 // Every step that cannot be done here returns a reason to skip with, instead of failing.
+import { aptInstall } from "@leanvision/testkit";
 import { execFileSync, spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { register } from "node:module";
@@ -46,16 +47,10 @@ function hasVulkanLoader(): boolean {
 /** Mesa's software Vulkan driver and the Vulkan loader; apt-get installs them when missing. */
 function ensureMesaVulkan(): string | undefined {
   if (hasVulkanLoader() && existsSync(LAVAPIPE_ICD)) return undefined;
-  const asRoot = process.getuid?.() === 0 ? [] : ["sudo", "-n"];
-  const run = (cmd: string[]) => {
-    const [file, ...args] = [...asRoot, ...cmd];
-    execFileSync(file, args, { stdio: "inherit", env: { ...process.env, DEBIAN_FRONTEND: "noninteractive" } });
-  };
   try {
-    run(["apt-get", "update"]);
-    run(["apt-get", "install", "-y", "mesa-vulkan-drivers", "libvulkan1"]);
+    aptInstall(["mesa-vulkan-drivers", "libvulkan1"]);
   } catch (error) {
-    return `Mesa's Vulkan driver is missing and could not be installed (apt-get install -y mesa-vulkan-drivers libvulkan1: ${(error as Error).message.split("\n")[0]})`;
+    return `Mesa's Vulkan driver is missing and could not be installed (${(error as Error).message})`;
   }
   if (!hasVulkanLoader() || !existsSync(LAVAPIPE_ICD)) return `apt-get installed mesa-vulkan-drivers and libvulkan1 but ${LAVAPIPE_ICD} or libvulkan.so.1 is missing`;
   return undefined;
