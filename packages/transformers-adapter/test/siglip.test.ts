@@ -8,7 +8,7 @@ import { countReduced, LeanVisionError, toReducerSpec } from "@leanvision/core";
 import { ensureLlavaOnnx } from "@leanvision/testkit";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { openVisionRuntime, TransformersVisionChat, withLeanVision, type LeanVisionLlava, type LlavaLikeModel, type LlavaLikeProcessor } from "../src/index.js";
-import { caught, newTokens, testPicture } from "./helpers.js";
+import { caught, generateFrom, newTokens, testPicture } from "./helpers.js";
 
 const IMAGE = 151646n;
 const PATCHES = 729;
@@ -132,16 +132,7 @@ describe.each(PROFILES.flatMap((profile) => DTYPES.map((dtype) => [profile, dtyp
     const all = chat.tokenIds;
     const promptIds = all.slice(0, t2.reusedTokens + t2.evaluatedTokens);
     const { pixel_values } = await wrapped.processor.image_processor(image);
-    const out = await lean.withReducer("visionzip:54+10", () =>
-      wrapped.model.generate({
-        input_ids: new Tensor("int64", BigInt64Array.from(promptIds), [1, promptIds.length]),
-        attention_mask: new Tensor("int64", new BigInt64Array(promptIds.length).fill(1n), [1, promptIds.length]),
-        pixel_values,
-        max_new_tokens: 5,
-        do_sample: false
-      })
-    );
-    const recomputed = ((out as Tensor).tolist()[0] as bigint[]).slice(promptIds.length);
+    const recomputed = await lean.withReducer("visionzip:54+10", () => generateFrom(wrapped.model, promptIds, pixel_values, 5));
     expect(recomputed).toEqual(all.slice(promptIds.length));
     expect(lean.tokenizer.decode(recomputed, { skip_special_tokens: true }).trim()).toBe(reply2);
   });
