@@ -8,7 +8,7 @@ import { getLlama, type Llama } from "node-llama-cpp";
 import { parseReducerSpec, reduce, type VisionFeatures } from "@leanvision/core";
 import { ensureLlavaGguf, sampleImagePath } from "@leanvision/testkit";
 import { loadNativeBinding, type NativeBinding, type NativeVisionFeatures } from "../src/native-binding.js";
-import { decodeImage } from "../src/vision-model.js";
+import { decodeImage } from "@leanvision/image";
 import { relativeError } from "@leanvision/testkit";
 
 let llama: Llama;
@@ -62,8 +62,9 @@ describe.each([
     const flashOn = binding.createVisionContext(mmprojPath, { nThreads: 1, useGpu: false });
     const flashOff = binding.createVisionContext(mmprojPath, { nThreads: 1, useGpu: false, flashAttention: false });
     try {
-      fast = await binding.encode(flashOn, rgb.data, rgb.width, rgb.height, { capture: true });
-      reference = await binding.encode(flashOff, rgb.data, rgb.width, rgb.height, { capture: true });
+      // One tile each (LLaVA-1.5 mmprojs): the encode returns mtmd's tiles in order.
+      [fast] = await binding.encode(flashOn, rgb.data, rgb.width, rgb.height, { capture: true });
+      [reference] = await binding.encode(flashOff, rgb.data, rgb.width, rgb.height, { capture: true });
     } finally {
       binding.freeVisionContext(flashOn);
       binding.freeVisionContext(flashOff);
