@@ -3,9 +3,12 @@
 // their repos ship for transformers.js (fp32, fp16, q4, q8). AutoProcessor is only an image processor
 // there, so the adapter expands `<image>` itself; the chat template is the model's own (ChatML, from
 // tokenizer_config.json).
-import { AutoProcessor, AutoTokenizer, LlavaForConditionalGeneration, RawImage, Tensor } from "@huggingface/transformers";
+import { AutoProcessor, AutoTokenizer, env, LlavaForConditionalGeneration, RawImage, Tensor } from "@huggingface/transformers";
 import { countReduced, LeanVisionError, toReducerSpec } from "@leanvision/core";
 import { ensureLlavaOnnx } from "@leanvision/testkit";
+import { mkdirSync, mkdtempSync, rmSync, symlinkSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { openVisionRuntime, TransformersVisionChat, withLeanVision, type LeanVisionLlava, type LlavaLikeModel, type LlavaLikeProcessor } from "../src/index.js";
 import { caught, newTokens, testPicture } from "./helpers.js";
@@ -237,6 +240,41 @@ describe("openVisionRuntime on the SigLIP layouts", () => {
       expect(chat.lastTurn!.reusedTokens).toBeGreaterThan(64);
     } finally {
       await rt.dispose();
+    }
+  });
+});
+
+describe("loading by repo id", () => {
+  it("withLeanVision finds the repo's files where transformers.js keeps them (env.localModelPath / env.cacheDir)", async () => {
+    const root = mkdtempSync(path.join(os.tmpdir(), "lv-models-"));
+    const saved = { localModelPath: env.localModelPath, cacheDir: env.cacheDir };
+    try {
+      mkdirSync(path.join(root, "Xenova"));
+      symlinkSync(dirs["tiny-nanollava"], path.join(root, "Xenova", "nanoLLaVA"));
+      env.localModelPath = root;
+      const repo = "Xenova/nanoLLaVA";
+      const model = await LlavaForConditionalGeneration.from_pretrained(repo, { local_files_only: true, dtype: { embed_tokens: "fp16", vision_encoder: "fp16", decoder_model_merged: "q4" } });
+      const processor = await AutoProcessor.from_pretrained(repo, { local_files_only: true });
+      const tokenizer = await AutoTokenizer.from_pretrained(repo, { local_files_only: true });
+      const lean = await withLeanVision({ model, processor, tokenizer, modelPath: repo, reducer: "visionzip:54+10" });
+      try {
+        expect(lean.split.found.precision).toBe("float16");
+        const text = tokenizer.apply_chat_template([{ role: "user", content: "<image>\nWhat is this?" }], { tokenize: false, add_generation_prompt: true }) as string;
+        const inputs = (await (processor as any)(image, text)) as Record<string, Tensor>;
+        expect(imageTokens(inputs.input_ids)).toBe(64);
+        const out = await model.generate({ ...inputs, max_new_tokens: 2, do_sample: false });
+        expect(newTokens(out, inputs.input_ids.dims[1])).toHaveLength(2);
+      } finally {
+        await lean.dispose();
+        await model.dispose();
+      }
+      env.localModelPath = path.join(root, "elsewhere");
+      const err = await caught(withLeanVision({ ...(await load(dirs["tiny-nanollava"], "fp32")), modelPath: repo }));
+      expect(err.code).toBe("INVALID_INPUT");
+      expect(err.message).toMatch(/no vision_encoder\.onnx at .*elsewhere\/Xenova\/nanoLLaVA\/onnx\/vision_encoder\.onnx/);
+    } finally {
+      Object.assign(env, saved);
+      rmSync(root, { recursive: true, force: true });
     }
   });
 });
