@@ -21,7 +21,8 @@ export const BENCH_USAGE = `Usage: pnpm bench -- [options]
   --turns <n>                    turns per conversation, the image in turn 1 (default 2)
   --runs <n>                     conversations per reducer; the table shows medians (default 3)
   --max-tokens <n>               tokens generated per turn (default 4)
-  --threads <n>                  CPU threads, for LeanVision and the anchor alike (llama; default: all cores but one)
+  --threads <n>                  CPU threads, for LeanVision and the anchor alike (llama; transformers: onnxruntime's
+                                 intra-op threads per session; default: all cores but one)
   --json <file>                  where to write the JSON (default bench-results/bench-<runtime>-<profile>.json);
                                  the report is written next to it: <name>.md and <name>.svg
   --no-anchor                    skip stock llama-mtmd-cli (llama runtime only)

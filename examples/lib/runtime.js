@@ -11,7 +11,8 @@ export { defaultThreads };
 /**
  * source: { runtime: "llama"|"transformers", profile?: string, modelPath?: string, mmprojPath?: string,
  *           dtype?: string, threads?: number, imageCacheBytes?: number, onProgress?: (done, total) => void }
- * profile = a synthetic model written by the testkit; threads = CPU threads (llama; default: all cores but one);
+ * profile = a synthetic model written by the testkit; threads = CPU threads (llama: its threads; transformers: each
+ * onnxruntime session's intra-op threads; default: all cores but one);
  * imageCacheBytes = 0 turns the llama runtime's image cache off (the bench and the demo measure every encode);
  * dtype = the transformers.js dtype of the ONNX files (transformers; default fp32).
  * Returns the adapter's VisionRuntime; `description` also names the profile.

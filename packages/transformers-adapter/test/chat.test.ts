@@ -1,13 +1,13 @@
 // TransformersVisionChat: turn 2 reuses the reduced image from the KV cache, the reuse is exact, and
 // bad inputs fail with typed errors while the conversation stays as it was.
-import { RawImage, Tensor } from "@huggingface/transformers";
+import { RawImage } from "@huggingface/transformers";
 import { LeanVisionError, parseReducerSpec } from "@leanvision/core";
 import { readFileSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadImage, TransformersVisionChat, withLeanVision, type LeanVisionLlava } from "../src/index.js";
-import { caught, loadTiny, testPicture, testPng, type Loaded } from "./helpers.js";
+import { caught, generateFrom, loadTiny, testPicture, testPng, type Loaded } from "./helpers.js";
 
 let tiny: Loaded;
 let lean: LeanVisionLlava;
@@ -70,14 +70,7 @@ describe("TransformersVisionChat", () => {
 
     // From scratch: no cache, the same tokens, the image encoded again with the same reducer.
     const { pixel_values } = await tiny.processor._call(await loadImage(png), "USER: <image>\n x");
-    const out = await tiny.model.generate({
-      input_ids: new Tensor("int64", BigInt64Array.from(promptIds), [1, promptIds.length]),
-      attention_mask: new Tensor("int64", new BigInt64Array(promptIds.length).fill(1n), [1, promptIds.length]),
-      pixel_values,
-      max_new_tokens: 6,
-      do_sample: false
-    });
-    const recomputed = ((out as Tensor).tolist()[0] as bigint[]).slice(promptIds.length);
+    const recomputed = await generateFrom(tiny.model, promptIds, pixel_values, 6);
     expect(recomputed).toEqual(all.slice(promptIds.length));
     expect(tiny.processor.tokenizer.decode(recomputed, { skip_special_tokens: true }).trim()).toBe(reply2);
   });

@@ -11,7 +11,7 @@ import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { openVisionRuntime, TransformersVisionChat, withLeanVision, type LeanVisionLlava, type LlavaLikeModel, type LlavaLikeProcessor } from "../src/index.js";
-import { caught, newTokens, testPicture } from "./helpers.js";
+import { caught, generateFrom, newTokens, testPicture } from "./helpers.js";
 
 const IMAGE = 151646n;
 const PATCHES = 729;
@@ -135,16 +135,7 @@ describe.each(PROFILES.flatMap((profile) => DTYPES.map((dtype) => [profile, dtyp
     const all = chat.tokenIds;
     const promptIds = all.slice(0, t2.reusedTokens + t2.evaluatedTokens);
     const { pixel_values } = await wrapped.processor.image_processor(image);
-    const out = await lean.withReducer("visionzip:54+10", () =>
-      wrapped.model.generate({
-        input_ids: new Tensor("int64", BigInt64Array.from(promptIds), [1, promptIds.length]),
-        attention_mask: new Tensor("int64", new BigInt64Array(promptIds.length).fill(1n), [1, promptIds.length]),
-        pixel_values,
-        max_new_tokens: 5,
-        do_sample: false
-      })
-    );
-    const recomputed = ((out as Tensor).tolist()[0] as bigint[]).slice(promptIds.length);
+    const recomputed = await lean.withReducer("visionzip:54+10", () => generateFrom(wrapped.model, promptIds, pixel_values, 5));
     expect(recomputed).toEqual(all.slice(promptIds.length));
     expect(lean.tokenizer.decode(recomputed, { skip_special_tokens: true }).trim()).toBe(reply2);
   });
@@ -156,14 +147,7 @@ describe.each(PROFILES.flatMap((profile) => DTYPES.map((dtype) => [profile, dtyp
     const ids = chat.tokenIds;
     expect(imageTokens(ids)).toBe(PATCHES);
     const { pixel_values } = await stock.processor._call(image);
-    const out = await stock.model.generate({
-      input_ids: new Tensor("int64", BigInt64Array.from(ids.slice(0, promptLength)), [1, promptLength]),
-      attention_mask: new Tensor("int64", new BigInt64Array(promptLength).fill(1n), [1, promptLength]),
-      pixel_values,
-      max_new_tokens: 5,
-      do_sample: false
-    });
-    expect(newTokens(out, promptLength)).toEqual(ids.slice(promptLength));
+    expect(await generateFrom(stock.model, ids.slice(0, promptLength), pixel_values, 5)).toEqual(ids.slice(promptLength));
   });
 
   it.each(["pool:2", "regionpack:3", "visionzip:auto:0.9+10:32-160", "visionzip:108+20"])("%s: <image> expands to the reduced count and the chat runs", async (spec) => {
@@ -219,12 +203,17 @@ describe("a vision encoder that cannot give what a reducer needs", () => {
 });
 
 describe("openVisionRuntime on the SigLIP layouts", () => {
+  it("rejects a bad thread count", async () => {
+    expect((await caught(openVisionRuntime({ modelPath: dirs["tiny-onevision"], threads: 0 }))).code).toBe("INVALID_INPUT");
+  });
+
   it.each([
     ["tiny-onevision", "q4"],
     ["tiny-nanollava", { embed_tokens: "fp16", vision_encoder: "fp16", decoder_model_merged: "q4" }] // the nanoLLaVA model card's mix
   ] as const)("%s with dtype %j: counts, encodes and chats through the runtime contract", async (profile, dtype) => {
-    const rt = await openVisionRuntime({ modelPath: dirs[profile], dtype: dtype as never });
+    const rt = await openVisionRuntime({ modelPath: dirs[profile], dtype: dtype as never, threads: 1 });
     try {
+      expect(rt.description).toMatchObject({ dtype, threads: 1 });
       expect(rt.lean.split.found.cls).toBe(false);
       expect(await rt.countTokens(picture, "visionzip:54+10")).toBe(64);
       expect(await rt.countTokens(picture, "none")).toBe(PATCHES);
