@@ -133,6 +133,8 @@ interface Installation {
   tokenizer: LlavaLikeTokenizer;
   /** The text of the image token (`<image>`). */
   imageToken: string;
+  /** The model's folder (config.json, onnx/…). */
+  modelDir: string;
   features: OrtSession;
   projector: OrtSession;
   split: SplitInfo;
@@ -177,6 +179,10 @@ export class LeanVisionLlava {
   /** The image placeholder in prompts (`<image>`); one per image, expanded to the image's kept tokens. */
   get imageToken(): string {
     return this.installation.imageToken;
+  }
+  /** The folder the model was loaded from (the one holding config.json and onnx/). */
+  get modelDir(): string {
+    return this.installation.modelDir;
   }
   /** What the graph split found in vision_encoder.onnx, and what it could not expose. */
   get split(): SplitInfo {
@@ -422,6 +428,7 @@ export async function withLeanVision(options: WithLeanVisionOptions): Promise<Le
     processor,
     tokenizer,
     imageToken: imageTokenOf(model, processor, tokenizer),
+    modelDir: path.basename(path.dirname(encoderPath)) === "onnx" ? path.dirname(path.dirname(encoderPath)) : path.dirname(encoderPath),
     features,
     projector,
     split: { names: split.names, found: split.found, missing: split.missing },

@@ -267,3 +267,28 @@ describe("loading by repo id", () => {
     }
   });
 });
+
+describe("the chat template", () => {
+  it("falls back to the repo's chat_template.json (llava-hf OneVision ships one) and says so when there is none", async () => {
+    for (const profile of PROFILES) {
+      const loaded = await load(dirs[profile], "fp32");
+      loaded.tokenizer.chat_template = null; // as a tokenizer_config.json without one
+      const lean = await withLeanVision({ ...loaded, modelPath: dirs[profile], reducer: "visionzip:54+10" });
+      try {
+        const chat = new TransformersVisionChat({ lean });
+        if (profile === "tiny-onevision") {
+          await chat.prompt("What is it?", { images: [image], maxTokens: 1 });
+          const prompt = lean.tokenizer.decode(chat.tokenIds.slice(0, chat.lastTurn!.evaluatedTokens), { skip_special_tokens: false }) as string;
+          expect(prompt.replace(/(<image>)+/, "<image>")).toBe("<|im_start|>user <image>\nWhat is it?<|im_end|>\n<|im_start|>assistant\n");
+        } else {
+          const err = await caught(chat.prompt("What is it?", { images: [image], maxTokens: 1 }));
+          expect(err.code).toBe("UNSUPPORTED_MODEL");
+          expect(err.message).toMatch(/no chat template/);
+        }
+      } finally {
+        await lean.dispose();
+        await loaded.model.dispose();
+      }
+    }
+  });
+});
