@@ -569,18 +569,18 @@ function loadSplit(encoderPath: string, cacheDir?: string): CachedSplit {
   const meta = path.join(dir, "split.json");
   const featuresPath = path.join(dir, "vision_features.onnx");
   const projectorPath = path.join(dir, "vision_projector.onnx");
-  if (existsSync(meta)) return { ...JSON.parse(readFileSync(meta, "utf8")), featuresPath, projectorPath };
+  if (existsSync(meta)) return { missing: [], ...JSON.parse(readFileSync(meta, "utf8")), featuresPath, projectorPath };
   const files = new Map<string, Buffer>();
   const split = splitVisionEncoder(
     readFileSync(encoderPath),
     (location, offset, length) => {
-    const file = path.join(path.dirname(encoderPath), location);
-    if (!files.has(file)) files.set(file, readFileSync(file));
-    const data = files.get(file)!;
-    if (offset + (length ?? 0) > data.length) {
-      throw new LeanVisionError("UNSUPPORTED_MODEL", `external data ${file} is ${data.length} bytes, shorter than the model says`);
-    }
-    return data.subarray(offset, length === undefined ? undefined : offset + length);
+      const file = path.join(path.dirname(encoderPath), location);
+      if (!files.has(file)) files.set(file, readFileSync(file));
+      const data = files.get(file)!;
+      if (offset + (length ?? 0) > data.length) {
+        throw new LeanVisionError("UNSUPPORTED_MODEL", `external data ${file} is ${data.length} bytes, shorter than the model says`);
+      }
+      return data.subarray(offset, length === undefined ? undefined : offset + length);
     },
     { outputs: "compact" }
   );
