@@ -14,12 +14,14 @@ export const BENCH_USAGE = `Usage: pnpm bench -- [options]
                                  transformers: ${TRANSFORMERS_PROFILES.join(", ")}
   --model <gguf> --mmproj <gguf> real llama.cpp files instead of a profile (llama runtime)
   --model <dir>                  a transformers.js model folder (transformers runtime)
+  --dtype <dtype>                transformers.js dtype of the ONNX files: fp32 (default), fp16, q8, q4 (transformers runtime)
   --image <file>                 image to encode (default: llama.cpp's tools/mtmd/test-1.jpeg)
   --reducers <list>              comma-separated reducer specs (default ${DEFAULT_REDUCERS})
   --turns <n>                    turns per conversation, the image in turn 1 (default 2)
   --runs <n>                     conversations per reducer; the table shows medians (default 3)
   --max-tokens <n>               tokens generated per turn (default 4)
-  --threads <n>                  CPU threads, for LeanVision and the anchor alike (llama; default: all cores but one)
+  --threads <n>                  CPU threads, for LeanVision and the anchor alike (llama; transformers: onnxruntime's
+                                 intra-op threads per session; default: all cores but one)
   --json <file>                  where to write the JSON (default bench-results/bench-<runtime>-<profile>.json);
                                  the report is written next to it: <name>.md and <name>.svg
   --no-anchor                    skip stock llama-mtmd-cli (llama runtime only)
@@ -32,6 +34,7 @@ const OPTIONS = {
   runs: { type: "string", default: "3" },
   "max-tokens": { type: "string", default: "4" },
   json: { type: "string" },
+  dtype: { type: "string" },
   "no-anchor": { type: "boolean", default: false }
 };
 
@@ -62,6 +65,8 @@ export function parseBenchArgs(argv) {
   const names = reducers.map(formatReducerSpec);
   const duplicate = names.find((n, i) => names.indexOf(n) !== i);
   if (duplicate) invalid(`--reducers lists ${duplicate} twice; list each reducer once`);
+  if (values.dtype !== undefined && runtime !== "transformers") invalid("--dtype is for the transformers runtime (llama.cpp files carry their own types)");
+  const dtypeTag = values.dtype ? `-${values.dtype}` : "";
 
   return {
     help: false,
@@ -73,7 +78,8 @@ export function parseBenchArgs(argv) {
     runs: positiveInt(values.runs, "--runs"),
     maxTokens: positiveInt(values["max-tokens"], "--max-tokens"),
     threads: values.threads === undefined ? undefined : positiveInt(values.threads, "--threads"),
-    json: values.json ?? `bench-results/bench-${runtime}-${source.profile ?? "custom"}.json`,
+    dtype: values.dtype,
+    json: values.json ?? `bench-results/bench-${runtime}-${source.profile ?? "custom"}${dtypeTag}.json`,
     anchor: runtime === "llama" && !values["no-anchor"]
   };
 }

@@ -31,10 +31,11 @@ const leastAttended: ReducerDefinition<LeastSpec> = {
   needs: () => ({ attention: true, keys: false }),
   count: (tile, s) => Math.min(s.keep, tile.numTokens - (tile.clsIndex === null ? 0 : 1)),
   reduce(tile: VisionFeatures, s): ReducedTokens {
+    // A runtime gives the whole attention, or (transformers: computed in the graph) the per-token scores.
     calls.push(`${tile.numTokens}:${tile.attention ? "attention" : tile.attentionScores ? "scores" : "none"}`);
     const n = tile.numTokens;
     const score = (t: number) => {
-      if (!tile.attention) return tile.attentionScores![t]; // the runtime computed VisionZip's scores itself
+      if (!tile.attention) return tile.attentionScores![t];
       let sum = 0;
       for (let h = 0; h < tile.heads!; h++) {
         if (tile.clsIndex !== null) sum += tile.attention![(h * n + tile.clsIndex) * n + t];

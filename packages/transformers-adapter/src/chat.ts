@@ -15,6 +15,8 @@ import {
   type VisionTurn
 } from "@leanvision/core";
 import { BaseStreamer, DynamicCache, InterruptableStoppingCriteria, RawImage, random, Tensor } from "@huggingface/transformers";
+import { readFileSync } from "node:fs";
+import path from "node:path";
 import { loadImage } from "./image.js";
 import type { LeanVisionLlava } from "./lean.js";
 
@@ -38,6 +40,21 @@ export interface TransformersVisionChatOptions {
   maxPixels?: number;
 }
 
+/** The chat template a model folder ships on its own (llava-hf repos: chat_template.json), or null. */
+function templateFile(dir: string): string | null {
+  try {
+    const json = JSON.parse(readFileSync(path.join(dir, "chat_template.json"), "utf8")) as { chat_template?: unknown };
+    if (typeof json.chat_template === "string" && json.chat_template) return json.chat_template;
+  } catch {
+    // none, or not readable: try the next form
+  }
+  try {
+    return readFileSync(path.join(dir, "chat_template.jinja"), "utf8") || null;
+  } catch {
+    return null;
+  }
+}
+
 /** ABORTED once the prompt's signal fired (the same error as the llama runtime's). */
 function throwIfAborted(signal: AbortSignal | undefined): void {
   if (signal?.aborted) throw new LeanVisionError("ABORTED", "the prompt was aborted by its signal; the chat is as it was before it", { cause: signal.reason });
@@ -53,6 +70,7 @@ export class TransformersVisionChat implements VisionChat {
   private past: Cache | null = null;
   private history: ChatHistoryItem[] = [];
   private isDisposed = false;
+  private fileTemplate: string | null | undefined;
   private queue: Promise<unknown> = Promise.resolve();
 
   constructor({ lean, reducer, systemPrompt, maxPixels }: TransformersVisionChatOptions) {
@@ -129,12 +147,15 @@ export class TransformersVisionChat implements VisionChat {
     return reply;
   }
 
-  /** The chat template of the model: the processor's, else the tokenizer's (tokenizer_config.json). */
+  /**
+   * The chat template of the model: the processor's, else the tokenizer's (tokenizer_config.json), else the
+   * repo's chat_template.json / chat_template.jinja, which transformers.js 4.3 does not read for these models.
+   */
   private template(): string {
     const { processor, tokenizer } = this.lean;
-    const template = (processor as { chat_template?: unknown }).chat_template ?? tokenizer.chat_template;
+    const template = (processor as { chat_template?: unknown }).chat_template ?? tokenizer.chat_template ?? (this.fileTemplate ??= templateFile(this.lean.modelDir));
     if (typeof template !== "string" || !template) {
-      throw new LeanVisionError("UNSUPPORTED_MODEL", "the model has no chat template (chat_template in tokenizer_config.json or chat_template.json); add the one it was trained with");
+      throw new LeanVisionError("UNSUPPORTED_MODEL", "the model has no chat template (chat_template in tokenizer_config.json, chat_template.json or chat_template.jinja in its folder); add the one it was trained with");
     }
     return template;
   }

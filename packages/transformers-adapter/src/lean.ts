@@ -17,7 +17,7 @@ import {
   type VisionFeatures
 } from "@leanvision/core";
 import { AsyncLocalStorage } from "node:async_hooks";
-import { Tensor, type PreTrainedModel, type PreTrainedTokenizer, type Processor } from "@huggingface/transformers";
+import { env, Tensor, type PreTrainedModel, type PreTrainedTokenizer, type Processor } from "@huggingface/transformers";
 import { createHash } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
 import os from "node:os";
@@ -69,8 +69,10 @@ export interface WithLeanVisionOptions {
   /** Reducer of calls made straight to the model (processor + generate); chats pass their own. Default none. */
   reducer?: ReducerInput;
   /**
-   * The folder given to from_pretrained (or its onnx/vision_encoder.onnx); transformers.js does not
-   * keep it. Needed the first time a model is wrapped; later wrappers of the same model share the split.
+   * What was given to from_pretrained: a local folder (or its onnx/vision_encoder*.onnx), or a repo id
+   * such as "Xenova/nanoLLaVA", looked up in transformers.js's env.localModelPath and env.cacheDir (where
+   * it keeps downloaded files). transformers.js does not keep it. Needed the first time a model is
+   * wrapped; later wrappers of the same model share the split.
    */
   modelPath?: string;
   /** Where the split graphs are cached; defaults to $LEANVISION_CACHE_DIR or ~/.cache/leanvision. */
@@ -133,6 +135,8 @@ interface Installation {
   tokenizer: LlavaLikeTokenizer;
   /** The text of the image token (`<image>`). */
   imageToken: string;
+  /** The model's folder (config.json, onnx/…). */
+  modelDir: string;
   features: OrtSession;
   projector: OrtSession;
   split: SplitInfo;
@@ -177,6 +181,10 @@ export class LeanVisionLlava {
   /** The image placeholder in prompts (`<image>`); one per image, expanded to the image's kept tokens. */
   get imageToken(): string {
     return this.installation.imageToken;
+  }
+  /** The folder the model was loaded from (the one holding config.json and onnx/). */
+  get modelDir(): string {
+    return this.installation.modelDir;
   }
   /** What the graph split found in vision_encoder.onnx, and what it could not expose. */
   get split(): SplitInfo {
@@ -425,6 +433,7 @@ export async function withLeanVision(options: WithLeanVisionOptions): Promise<Le
     processor,
     tokenizer,
     imageToken: imageTokenOf(model, processor, tokenizer),
+    modelDir: path.basename(path.dirname(encoderPath)) === "onnx" ? path.dirname(path.dirname(encoderPath)) : path.dirname(encoderPath),
     features,
     projector,
     split: { names: split.names, found: split.found, missing: split.missing },
@@ -434,7 +443,41 @@ export async function withLeanVision(options: WithLeanVisionOptions): Promise<Le
   };
   install(inst);
   installations.set(model, inst);
+  warmUpReducers(inst, spec);
   return join(inst, spec);
+}
+
+/**
+ * Runs the reducers once on a synthetic tile of this model's shape, so that the first image does not
+ * pay for compiling them (V8's JIT, the SIMD kernels' WebAssembly): 50-200 ms on a first call at
+ * SigLIP-so400m size otherwise. Best effort: a model whose config does not give the shape is skipped.
+ */
+function warmUpReducers(inst: Installation, spec: ReducerSpec): void {
+  const v = inst.model.config.vision_config as { hidden_size?: number; image_size?: number; patch_size?: number; num_attention_heads?: number } | undefined;
+  const { hidden_size: dim, image_size: size, patch_size: patch, num_attention_heads: heads } = v ?? {};
+  if (![dim, size, patch, heads].every((x) => Number.isInteger(x) && x! > 0) || dim! % heads! !== 0) return;
+  const rows = Math.floor(size! / patch!);
+  const cls = inst.split.found.cls;
+  const tokens = rows * rows + (cls ? 1 : 0);
+  const keyDim = dim! / heads!;
+  const wave = (n: number, k: number) => Float32Array.from({ length: n }, (_, i) => Math.sin(i * k) + 1.5);
+  const tile: VisionFeatures = {
+    hidden: wave(tokens * dim!, 0.37),
+    numTokens: tokens,
+    dim: dim!,
+    grid: { rows, cols: rows },
+    clsIndex: cls ? 0 : null,
+    attentionScores: wave(tokens, 0.71),
+    keys: wave(tokens * keyDim, 0.13),
+    keyDim
+  };
+  for (const warm of [spec, { kind: "none" }, { kind: "visionzip", dominant: 54, contextual: 10 }] as ReducerSpec[]) {
+    try {
+      if (unmetNeeds(warm, inst.split.missing).length === 0) reduceImage({ tiles: [tile], tileGrid: { rows: 0, cols: 0 }, width: size!, height: size! }, warm);
+    } catch {
+      // A budget that does not fit this shape: nothing to warm.
+    }
+  }
 }
 
 /** The image token's text: the processor config's, else the tokenizer's text for config.image_token_index. */
@@ -497,12 +540,21 @@ const DTYPE_SUFFIX: Record<string, string> = {
 /** The vision_encoder file the loaded session came from: same folder, same dtype. */
 function visionEncoderPath(modelPath: string | undefined, dtype: string): string {
   if (typeof modelPath !== "string" || !modelPath) {
-    throw new LeanVisionError("INVALID_INPUT", "withLeanVision needs modelPath: the folder you passed to from_pretrained (transformers.js does not keep it)");
+    throw new LeanVisionError(
+      "INVALID_INPUT",
+      "withLeanVision needs modelPath: the folder or repo id you passed to from_pretrained (transformers.js does not keep it)"
+    );
   }
   const file = `vision_encoder${DTYPE_SUFFIX[dtype] ?? ""}.onnx`;
-  const candidates = modelPath.endsWith(".onnx") ? [modelPath] : [path.join(modelPath, "onnx", file), path.join(modelPath, file)];
+  // A folder; or a repo id ("Xenova/nanoLLaVA"), found where transformers.js keeps it: env.localModelPath, or
+  // env.cacheDir for files it downloaded (the main revision's layout).
+  const folders = [modelPath];
+  if (/^[\w.-]+\/[\w.-]+$/.test(modelPath)) {
+    for (const root of [env.localModelPath, env.cacheDir]) if (typeof root === "string" && root) folders.push(path.join(root, modelPath));
+  }
+  const candidates = modelPath.endsWith(".onnx") ? [modelPath] : folders.flatMap((folder) => [path.join(folder, "onnx", file), path.join(folder, file)]);
   const found = candidates.find((p) => existsSync(p));
-  if (!found) throw new LeanVisionError("INVALID_INPUT", `no ${file} at ${candidates.join(" or ")}; pass the folder you gave from_pretrained`);
+  if (!found) throw new LeanVisionError("INVALID_INPUT", `no ${file} at ${candidates.join(" or ")}; pass the folder or repo id you gave from_pretrained`);
   return found;
 }
 
@@ -522,18 +574,18 @@ function loadSplit(encoderPath: string, cacheDir?: string): CachedSplit {
   const meta = path.join(dir, "split.json");
   const featuresPath = path.join(dir, "vision_features.onnx");
   const projectorPath = path.join(dir, "vision_projector.onnx");
-  if (existsSync(meta)) return { ...JSON.parse(readFileSync(meta, "utf8")), featuresPath, projectorPath };
+  if (existsSync(meta)) return { missing: [], ...JSON.parse(readFileSync(meta, "utf8")), featuresPath, projectorPath };
   const files = new Map<string, Buffer>();
   const split = splitVisionEncoder(
     readFileSync(encoderPath),
     (location, offset, length) => {
-    const file = path.join(path.dirname(encoderPath), location);
-    if (!files.has(file)) files.set(file, readFileSync(file));
-    const data = files.get(file)!;
-    if (offset + (length ?? 0) > data.length) {
-      throw new LeanVisionError("UNSUPPORTED_MODEL", `external data ${file} is ${data.length} bytes, shorter than the model says`);
-    }
-    return data.subarray(offset, length === undefined ? undefined : offset + length);
+      const file = path.join(path.dirname(encoderPath), location);
+      if (!files.has(file)) files.set(file, readFileSync(file));
+      const data = files.get(file)!;
+      if (offset + (length ?? 0) > data.length) {
+        throw new LeanVisionError("UNSUPPORTED_MODEL", `external data ${file} is ${data.length} bytes, shorter than the model says`);
+      }
+      return data.subarray(offset, length === undefined ? undefined : offset + length);
     },
     { outputs: "compact" }
   );

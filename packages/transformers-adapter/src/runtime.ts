@@ -17,8 +17,14 @@ export interface OpenTransformersRuntimeOptions {
   maxPixels?: number;
   /** Where the split vision encoder is cached (default $LEANVISION_CACHE_DIR or ~/.cache/leanvision). */
   cacheDir?: string;
-  /** onnxruntime intra-op threads of the vision encoder's sessions (withLeanVision's visionThreads); default: onnxruntime's own. */
+  /** onnxruntime intra-op threads of the split vision encoder's sessions (withLeanVision's visionThreads); default: `threads`. */
   visionThreads?: number;
+  /**
+   * CPU threads of each onnxruntime session transformers.js creates (intra-op; default: onnxruntime's, one per
+   * physical core). On a busy or small machine fewer threads prefill faster: every operator waits for its
+   * slowest thread, a fixed cost per operator that short (reduced) prompts feel most.
+   */
+  threads?: number;
 }
 
 export interface TransformersVisionRuntime extends VisionRuntime {
@@ -28,14 +34,21 @@ export interface TransformersVisionRuntime extends VisionRuntime {
 
 /** Loads a local transformers.js LLaVA folder, wraps it with LeanVision and returns the runtime contract over it. */
 export async function openVisionRuntime(options: OpenTransformersRuntimeOptions): Promise<TransformersVisionRuntime> {
-  const { modelPath, dtype = "fp32", cacheDir, maxPixels, visionThreads } = options ?? ({} as OpenTransformersRuntimeOptions);
+  const { modelPath, dtype = "fp32", cacheDir, maxPixels, threads, visionThreads = threads } = options ?? ({} as OpenTransformersRuntimeOptions);
   if (typeof modelPath !== "string" || !modelPath) {
     throw new LeanVisionError("INVALID_INPUT", "openVisionRuntime({ modelPath }): pass a local model folder in the transformers.js layout");
+  }
+  if (threads !== undefined && !(Number.isInteger(threads) && threads >= 1)) {
+    throw new LeanVisionError("INVALID_INPUT", `threads must be a positive whole number, got ${threads}`);
   }
   const { env, AutoProcessor, AutoTokenizer, LlavaForConditionalGeneration } = await import("@huggingface/transformers");
   env.allowRemoteModels = false; // only local folders; nothing is fetched from a hub
   // LLaVA-1.5, LLaVA-OneVision (llava_onevision) and nanoLLaVA (llava_qwen2) all run as transformers.js's LLaVA class.
-  const model = await LlavaForConditionalGeneration.from_pretrained(modelPath, { local_files_only: true, dtype: dtype as never });
+  const model = await LlavaForConditionalGeneration.from_pretrained(modelPath, {
+    local_files_only: true,
+    dtype: dtype as never,
+    ...(threads ? { session_options: { intraOpNumThreads: threads } } : {})
+  });
   const processor = await AutoProcessor.from_pretrained(modelPath, { local_files_only: true });
   // OneVision and nanoLLaVA: AutoProcessor is only the image processor; the tokenizer is loaded on its own.
   const ownTokenizer = processor.tokenizer ? undefined : await AutoTokenizer.from_pretrained(modelPath, { local_files_only: true });
@@ -71,7 +84,7 @@ export async function openVisionRuntime(options: OpenTransformersRuntimeOptions)
   return {
     runtime: "transformers",
     lean,
-    description: { modelPath, dtype },
+    description: { modelPath, dtype, threads: threads ?? null },
     countTextTokens: (text: string) => tokenizer.encode(text, { add_special_tokens: false }).length,
     async countTokens(image: ImageInput, reducer?: ReducerInput) {
       const spec = toReducerSpec(reducer ?? "none");

@@ -1,6 +1,6 @@
 // TransformersVisionChat: turn 2 reuses the reduced image from the KV cache, the reuse is exact, and
 // bad inputs fail with typed errors while the conversation stays as it was.
-import { RawImage, Tensor } from "@huggingface/transformers";
+import { RawImage } from "@huggingface/transformers";
 import { LeanVisionError, parseReducerSpec } from "@leanvision/core";
 import { readFileSync, writeFileSync } from "node:fs";
 import os from "node:os";

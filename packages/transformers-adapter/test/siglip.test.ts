@@ -3,9 +3,12 @@
 // their repos ship for transformers.js (fp32, fp16, q4, q8). AutoProcessor is only an image processor
 // there, so the adapter expands `<image>` itself; the chat template is the model's own (ChatML, from
 // tokenizer_config.json).
-import { AutoProcessor, AutoTokenizer, LlavaForConditionalGeneration, RawImage, Tensor } from "@huggingface/transformers";
+import { AutoProcessor, AutoTokenizer, env, LlavaForConditionalGeneration, RawImage, Tensor } from "@huggingface/transformers";
 import { countReduced, LeanVisionError, toReducerSpec } from "@leanvision/core";
 import { ensureLlavaOnnx } from "@leanvision/testkit";
+import { mkdirSync, mkdtempSync, rmSync, symlinkSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { openVisionRuntime, TransformersVisionChat, withLeanVision, type LeanVisionLlava, type LlavaLikeModel, type LlavaLikeProcessor } from "../src/index.js";
 import { caught, generateFrom, newTokens, testPicture } from "./helpers.js";
@@ -144,14 +147,7 @@ describe.each(PROFILES.flatMap((profile) => DTYPES.map((dtype) => [profile, dtyp
     const ids = chat.tokenIds;
     expect(imageTokens(ids)).toBe(PATCHES);
     const { pixel_values } = await stock.processor._call(image);
-    const out = await stock.model.generate({
-      input_ids: new Tensor("int64", BigInt64Array.from(ids.slice(0, promptLength)), [1, promptLength]),
-      attention_mask: new Tensor("int64", new BigInt64Array(promptLength).fill(1n), [1, promptLength]),
-      pixel_values,
-      max_new_tokens: 5,
-      do_sample: false
-    });
-    expect(newTokens(out, promptLength)).toEqual(ids.slice(promptLength));
+    expect(await generateFrom(stock.model, ids.slice(0, promptLength), pixel_values, 5)).toEqual(ids.slice(promptLength));
   });
 
   it.each(["pool:2", "regionpack:3", "visionzip:auto:0.9+10:32-160", "visionzip:108+20"])("%s: <image> expands to the reduced count and the chat runs", async (spec) => {
@@ -207,12 +203,17 @@ describe("a vision encoder that cannot give what a reducer needs", () => {
 });
 
 describe("openVisionRuntime on the SigLIP layouts", () => {
+  it("rejects a bad thread count", async () => {
+    expect((await caught(openVisionRuntime({ modelPath: dirs["tiny-onevision"], threads: 0 }))).code).toBe("INVALID_INPUT");
+  });
+
   it.each([
     ["tiny-onevision", "q4"],
     ["tiny-nanollava", { embed_tokens: "fp16", vision_encoder: "fp16", decoder_model_merged: "q4" }] // the nanoLLaVA model card's mix
   ] as const)("%s with dtype %j: counts, encodes and chats through the runtime contract", async (profile, dtype) => {
-    const rt = await openVisionRuntime({ modelPath: dirs[profile], dtype: dtype as never });
+    const rt = await openVisionRuntime({ modelPath: dirs[profile], dtype: dtype as never, threads: 1 });
     try {
+      expect(rt.description).toMatchObject({ dtype, threads: 1 });
       expect(rt.lean.split.found.cls).toBe(false);
       expect(await rt.countTokens(picture, "visionzip:54+10")).toBe(64);
       expect(await rt.countTokens(picture, "none")).toBe(PATCHES);
@@ -228,6 +229,66 @@ describe("openVisionRuntime on the SigLIP layouts", () => {
       expect(chat.lastTurn!.reusedTokens).toBeGreaterThan(64);
     } finally {
       await rt.dispose();
+    }
+  });
+});
+
+describe("loading by repo id", () => {
+  it("withLeanVision finds the repo's files where transformers.js keeps them (env.localModelPath / env.cacheDir)", async () => {
+    const root = mkdtempSync(path.join(os.tmpdir(), "lv-models-"));
+    const saved = { localModelPath: env.localModelPath, cacheDir: env.cacheDir };
+    try {
+      mkdirSync(path.join(root, "Xenova"));
+      symlinkSync(dirs["tiny-nanollava"], path.join(root, "Xenova", "nanoLLaVA"));
+      env.localModelPath = root;
+      const repo = "Xenova/nanoLLaVA";
+      const model = await LlavaForConditionalGeneration.from_pretrained(repo, { local_files_only: true, dtype: { embed_tokens: "fp16", vision_encoder: "fp16", decoder_model_merged: "q4" } });
+      const processor = await AutoProcessor.from_pretrained(repo, { local_files_only: true });
+      const tokenizer = await AutoTokenizer.from_pretrained(repo, { local_files_only: true });
+      const lean = await withLeanVision({ model, processor, tokenizer, modelPath: repo, reducer: "visionzip:54+10" });
+      try {
+        expect(lean.split.found.precision).toBe("float16");
+        const text = tokenizer.apply_chat_template([{ role: "user", content: "<image>\nWhat is this?" }], { tokenize: false, add_generation_prompt: true }) as string;
+        const inputs = (await (processor as any)(image, text)) as Record<string, Tensor>;
+        expect(imageTokens(inputs.input_ids)).toBe(64);
+        const out = await model.generate({ ...inputs, max_new_tokens: 2, do_sample: false });
+        expect(newTokens(out, inputs.input_ids.dims[1])).toHaveLength(2);
+      } finally {
+        await lean.dispose();
+        await model.dispose();
+      }
+      env.localModelPath = path.join(root, "elsewhere");
+      const err = await caught(withLeanVision({ ...(await load(dirs["tiny-nanollava"], "fp32")), modelPath: repo }));
+      expect(err.code).toBe("INVALID_INPUT");
+      expect(err.message).toMatch(/no vision_encoder\.onnx at .*elsewhere\/Xenova\/nanoLLaVA\/onnx\/vision_encoder\.onnx/);
+    } finally {
+      Object.assign(env, saved);
+      rmSync(root, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("the chat template", () => {
+  it("falls back to the repo's chat_template.json (llava-hf OneVision ships one) and says so when there is none", async () => {
+    for (const profile of PROFILES) {
+      const loaded = await load(dirs[profile], "fp32");
+      loaded.tokenizer.chat_template = null; // as a tokenizer_config.json without one
+      const lean = await withLeanVision({ ...loaded, modelPath: dirs[profile], reducer: "visionzip:54+10" });
+      try {
+        const chat = new TransformersVisionChat({ lean });
+        if (profile === "tiny-onevision") {
+          await chat.prompt("What is it?", { images: [image], maxTokens: 1 });
+          const prompt = lean.tokenizer.decode(chat.tokenIds.slice(0, chat.lastTurn!.evaluatedTokens), { skip_special_tokens: false }) as string;
+          expect(prompt.replace(/(<image>)+/, "<image>")).toBe("<|im_start|>user <image>\nWhat is it?<|im_end|>\n<|im_start|>assistant\n");
+        } else {
+          const err = await caught(chat.prompt("What is it?", { images: [image], maxTokens: 1 }));
+          expect(err.code).toBe("UNSUPPORTED_MODEL");
+          expect(err.message).toMatch(/no chat template/);
+        }
+      } finally {
+        await lean.dispose();
+        await loaded.model.dispose();
+      }
     }
   });
 });
