@@ -71,15 +71,3 @@ export async function caught(p: Promise<unknown> | (() => unknown)): Promise<any
   }
   throw new Error("expected an error, got none");
 }
-
-/** Greedy continuation of `ids` (with the image's pixel values) as plain transformers.js generates it: the new tokens only. */
-export async function generateFrom(model: { generate(o: object): Promise<unknown> }, ids: bigint[], pixelValues: unknown, maxNewTokens: number): Promise<bigint[]> {
-  const out = await model.generate({
-    input_ids: new Tensor("int64", BigInt64Array.from(ids), [1, ids.length]),
-    attention_mask: new Tensor("int64", new BigInt64Array(ids.length).fill(1n), [1, ids.length]),
-    pixel_values: pixelValues,
-    max_new_tokens: maxNewTokens,
-    do_sample: false
-  });
-  return ((out as Tensor).tolist()[0] as bigint[]).slice(ids.length);
-}
