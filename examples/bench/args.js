@@ -23,6 +23,8 @@ export const BENCH_USAGE = `Usage: pnpm bench -- [options]
   --json <file>                  where to write the JSON (default bench-results/bench-<runtime>-<profile>.json);
                                  the report is written next to it: <name>.md and <name>.svg
   --no-anchor                    skip stock llama-mtmd-cli (llama runtime only)
+  --pipeline                     pipelined prefill (llama): tiles encode while earlier tiles prefill,
+                                 the threads split between the two
   --help`;
 
 const OPTIONS = {
@@ -32,7 +34,8 @@ const OPTIONS = {
   runs: { type: "string", default: "3" },
   "max-tokens": { type: "string", default: "4" },
   json: { type: "string" },
-  "no-anchor": { type: "boolean", default: false }
+  "no-anchor": { type: "boolean", default: false },
+  pipeline: { type: "boolean", default: false }
 };
 
 /**
@@ -73,7 +76,8 @@ export function parseBenchArgs(argv) {
     runs: positiveInt(values.runs, "--runs"),
     maxTokens: positiveInt(values["max-tokens"], "--max-tokens"),
     threads: values.threads === undefined ? undefined : positiveInt(values.threads, "--threads"),
-    json: values.json ?? `bench-results/bench-${runtime}-${source.profile ?? "custom"}.json`,
-    anchor: runtime === "llama" && !values["no-anchor"]
+    json: values.json ?? `bench-results/bench-${runtime}-${source.profile ?? "custom"}${values.pipeline ? "-pipeline" : ""}.json`,
+    anchor: runtime === "llama" && !values["no-anchor"],
+    pipeline: values.pipeline
   };
 }

@@ -12,10 +12,11 @@ export { defaultThreads };
  * source: { runtime: "llama"|"transformers", profile?: string, modelPath?: string, mmprojPath?: string,
  *           threads?: number, imageCacheBytes?: number, onProgress?: (done, total) => void }
  * profile = a synthetic model written by the testkit; threads = CPU threads (llama; default: all cores but one);
- * imageCacheBytes = 0 turns the llama runtime's image cache off (the bench and the demo measure every encode).
+ * imageCacheBytes = 0 turns the llama runtime's image cache off (the bench and the demo measure every encode);
+ * pipeline = pipelined prefill (llama).
  * Returns the adapter's VisionRuntime; `description` also names the profile.
  */
-export async function openRuntime({ runtime, profile, modelPath, mmprojPath, threads = defaultThreads(), imageCacheBytes, onProgress }) {
+export async function openRuntime({ runtime, profile, modelPath, mmprojPath, threads = defaultThreads(), imageCacheBytes, pipeline, onProgress }) {
   if (runtime !== "llama" && runtime !== "transformers") {
     throw new LeanVisionError("INVALID_INPUT", `unknown runtime "${runtime}"; use "llama" or "transformers"`);
   }
@@ -25,7 +26,7 @@ export async function openRuntime({ runtime, profile, modelPath, mmprojPath, thr
     else ({ dir: modelPath } = await testkit.ensureLlavaOnnx(profile, { onProgress }));
   }
   const adapter = await import(runtime === "llama" ? "@leanvision/llama-adapter" : "@leanvision/transformers-adapter");
-  const rt = await adapter.openVisionRuntime({ modelPath, mmprojPath, threads, imageCacheBytes });
+  const rt = await adapter.openVisionRuntime({ modelPath, mmprojPath, threads, imageCacheBytes, ...(pipeline && { pipeline }) });
   rt.description.profile = profile ?? null;
   return rt;
 }

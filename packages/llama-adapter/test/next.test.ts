@@ -83,9 +83,9 @@ describe("the vision stage on tiny-next", () => {
 
 describe("chat on tiny-next", () => {
   /** Runs `body` with a fresh chat over its own context, disposed afterwards. */
-  async function inChat(contextSize: number, reducer: string, body: (session: VisionChatSession) => Promise<void>): Promise<void> {
+  async function inChat(contextSize: number, reducer: string, body: (session: VisionChatSession) => Promise<void>, pipeline = false): Promise<void> {
     const context: LlamaContext = await model.createContext({ contextSize, threads: THREADS });
-    const session = new VisionChatSession({ contextSequence: context.getSequence(), vision, reducer });
+    const session = new VisionChatSession({ contextSequence: context.getSequence(), vision, reducer, pipeline });
     try {
       await body(session);
     } finally {
@@ -147,6 +147,36 @@ describe("chat on tiny-next", () => {
       await session.prompt("Describe it.", { images: [photo], maxTokens: 2 });
       expect(session.lastTurn).toMatchObject({ visualTokens: 320 });
     });
+  });
+
+  it("pipelined prefill: the same tokens, embeddings and answer as encoding first, rows injected tile by tile", async () => {
+    for (const reducer of ["none", "visionzip:54+10"]) {
+      const runs: Array<{ answer: string; tokens: number[]; injected: number }> = [];
+      for (const pipeline of [false, true]) {
+        vision.imageCache.clear(); // both runs encode
+        await inChat(4096, reducer, async (session) => {
+          const answer = await session.prompt("Describe it.", { images: [photo], maxTokens: 3, temperature: 0 });
+          runs.push({ answer, tokens: [...session.sequence.contextTokens].map((t) => (isPlaceholderToken(t) ? -1 : t)), injected: session.lastTurn!.injectedTokens });
+          expect(session.lastTurn!.visualTokens).toBe(await vision.countTokens(photo, reducer));
+        }, pipeline);
+      }
+      expect(runs[1]).toEqual(runs[0]);
+    }
+  });
+
+  it("streamImage: the count first, then rows final in order while later tiles encode", async () => {
+    const stream = await vision.streamImage(photo, "none");
+    expect(stream.numTokens).toBe(2880);
+    await stream.waitFor(1);
+    const first = stream.ready;
+    expect(first % 576).toBe(0); // whole tiles, mtmd's order
+    const encoded = await stream.done;
+    expect(stream.ready).toBe(2880);
+    expect(encoded.embeddings).toBe(stream.embeddings);
+    const zip = await vision.streamImage(photo, "visionzip:54+10");
+    await zip.waitFor(1);
+    expect(zip.ready === 64 || zip.ready === 320).toBe(true); // the overview's 64 lead, the rest come with the last tile
+    await zip.done;
   });
 
   it("predictTokens: exact from the image size for fixed budgets, null for adaptive ones", async () => {
