@@ -197,7 +197,7 @@ export class LlamaVisionModel {
     const definition = reducerDefinition(spec);
     const needs = definition.needs(spec);
     const capture = needs.attention || needs.keys;
-    const timings = { encodeMs: 0, reduceMs: 0, projectMs: 0 };
+    const timings = { reduceMs: 0, projectMs: 0 };
     const project = async (hidden: Float32Array, rows: number) => {
       const t = performance.now();
       const out = await this.call(() => this.binding.project(this.handle, hidden, rows));
@@ -216,13 +216,11 @@ export class LlamaVisionModel {
     const tiles: VisionFeatures[] = new Array(prepared.tiles);
     const ownTiles: ReducedTokens[] = [];
     for (const nativeIndex of encodeOrder) {
-      let t = performance.now();
       native[nativeIndex] = await this.call(() => this.binding.encodeTile(this.handle, prepared, nativeIndex, { capture }));
       const tile = order.indexOf(nativeIndex);
       tiles[tile] = toVisionFeatures(native[nativeIndex]);
-      timings.encodeMs += performance.now() - t;
       if (!perTile && !(leading && tile === 0)) continue;
-      t = performance.now();
+      const t = performance.now();
       const own = needs.stock ? stockRows(tiles[tile], native[nativeIndex].projectorRows) : definition.reduce(tiles[tile], spec);
       ownTiles[tile] = own;
       timings.reduceMs += performance.now() - t;
@@ -248,6 +246,7 @@ export class LlamaVisionModel {
       numTokens: reduced.numTokens,
       nEmbd: this.nEmbd,
       reducer: formatReducerSpec(spec),
+      // encodeMs: decode, preprocessing and the tiles' encodes (everything but reducing and projecting).
       timings: { ...timings, encodeMs: performance.now() - t0 - timings.reduceMs - timings.projectMs },
       fromCache: false
     };
