@@ -47,6 +47,27 @@ Napi::Float32Array ToFloat32Array(Napi::Env env, const std::vector<float> & v) {
     return arr;
 }
 
+// Packed RGB pixels copied from JS, so a worker owns them off the JS thread.
+struct RgbImage {
+    std::vector<uint8_t> rgb;
+    int width = 0, height = 0;
+};
+
+// Arguments 1-3 (rgb: Uint8Array, width, height), checked and copied.
+RgbImage ReadRgb(const Args & args) {
+    Napi::TypedArray rgb = args.Bytes(1, "rgb");
+    RgbImage image;
+    image.width = (int)args.Int(2, "width", 1, kMaxImageSide);
+    image.height = (int)args.Int(3, "height", 1, kMaxImageSide);
+    if (rgb.ByteLength() != (size_t)image.width * image.height * 3) {
+        args.Fail("rgb has " + std::to_string(rgb.ByteLength()) + " bytes, expected width*height*3 = " +
+                  std::to_string((size_t)image.width * image.height * 3));
+    }
+    const uint8_t * data = static_cast<const uint8_t *>(rgb.ArrayBuffer().Data()) + rgb.ByteOffset();
+    image.rgb.assign(data, data + rgb.ByteLength());
+    return image;
+}
+
 // The layout src/mmproj.ts found (its VisionContextInfo); CheckProjectorTensors checks it against the file.
 VisionLayout ReadLayout(const Args & args, const Napi::Object & info) {
     VisionLayout layout;
@@ -86,14 +107,13 @@ class EncodeWorker : public PromiseWorker {
     EncodeWorker(Napi::Env env, Napi::Object handle, VisionContext * vc, CaptureMode mode)
         : PromiseWorker(env, "LeanVisionEncode", handle, "ENCODE_FAILED"), vc_(vc), mode_(mode) {}
 
-    std::vector<uint8_t> rgb;
-    int width = 0, height = 0;
+    RgbImage image;
 
    protected:
     void Run() override {
         std::lock_guard<std::mutex> lock(vc_->mutex);
         if (vc_->freed) throw CodedError("DISPOSED", "the vision context was freed (the vision model is disposed)");
-        Encode(*vc_, rgb, width, height, mode_, result_);
+        Encode(*vc_, image.rgb, image.width, image.height, mode_, result_);
     }
     Napi::Value Result(Napi::Env env) override {
         if (mode_ == CaptureMode::None) {
@@ -119,14 +139,13 @@ class PrepareWorker : public PromiseWorker {
     PrepareWorker(Napi::Env env, Napi::Object handle, VisionContext * vc)
         : PromiseWorker(env, "LeanVisionPrepare", handle, "ENCODE_FAILED"), vc_(vc), image_(std::make_unique<PreparedImage>()) {}
 
-    std::vector<uint8_t> rgb;
-    int width = 0, height = 0;
+    RgbImage image;
 
    protected:
     void Run() override {
         std::lock_guard<std::mutex> lock(vc_->mutex);
         if (vc_->freed) throw CodedError("DISPOSED", "the vision context was freed (the vision model is disposed)");
-        Prepare(*vc_, rgb, width, height, CaptureMode::Full, *image_);
+        Prepare(*vc_, image.rgb, image.width, image.height, CaptureMode::Full, *image_);
     }
     Napi::Value Result(Napi::Env env) override {
         Napi::Object prepared = Napi::Object::New(env);
@@ -219,20 +238,12 @@ Napi::Value QueueEncode(const Napi::CallbackInfo & info, const char * function, 
     Args args(info, function);
     VisionContext * vc = UnwrapLive(args, info[0]);
     args.Count(4, 5, "(handle, rgb: Uint8Array, width, height[, opts])");
-    Napi::TypedArray rgb = args.Bytes(1, "rgb");
-    const int width = (int)args.Int(2, "width", 1, kMaxImageSide);
-    const int height = (int)args.Int(3, "height", 1, kMaxImageSide);
-    if (rgb.ByteLength() != (size_t)width * height * 3) {
-        args.Fail("rgb has " + std::to_string(rgb.ByteLength()) + " bytes, expected width*height*3 = " + std::to_string((size_t)width * height * 3));
-    }
+    RgbImage image = ReadRgb(args);
     if (mode != CaptureMode::None && info.Length() > 4 && !info[4].IsUndefined()) {
         if (!args.Flag(args.Object(4, "opts"), "capture", true)) mode = CaptureMode::Hidden;
     }
     auto worker = std::make_unique<EncodeWorker>(info.Env(), info[0].As<Napi::Object>(), vc, mode);
-    const uint8_t * data = static_cast<const uint8_t *>(rgb.ArrayBuffer().Data()) + rgb.ByteOffset();
-    worker->rgb.assign(data, data + rgb.ByteLength());
-    worker->width = width;
-    worker->height = height;
+    worker->image = std::move(image);
     return worker.release()->Start();
 }
 
@@ -243,17 +254,8 @@ Napi::Value PrepareImageJs(const Napi::CallbackInfo & info) {
     Args args(info, "prepareImage");
     VisionContext * vc = UnwrapLive(args, info[0]);
     args.Count(4, 4, "(handle, rgb: Uint8Array, width, height)");
-    Napi::TypedArray rgb = args.Bytes(1, "rgb");
-    const int width = (int)args.Int(2, "width", 1, kMaxImageSide);
-    const int height = (int)args.Int(3, "height", 1, kMaxImageSide);
-    if (rgb.ByteLength() != (size_t)width * height * 3) {
-        args.Fail("rgb has " + std::to_string(rgb.ByteLength()) + " bytes, expected width*height*3 = " + std::to_string((size_t)width * height * 3));
-    }
     auto worker = std::make_unique<PrepareWorker>(info.Env(), info[0].As<Napi::Object>(), vc);
-    const uint8_t * data = static_cast<const uint8_t *>(rgb.ArrayBuffer().Data()) + rgb.ByteOffset();
-    worker->rgb.assign(data, data + rgb.ByteLength());
-    worker->width = width;
-    worker->height = height;
+    worker->image = ReadRgb(args);
     return worker.release()->Start();
 }
 
