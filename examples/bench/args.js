@@ -25,6 +25,8 @@ export const BENCH_USAGE = `Usage: pnpm bench -- [options]
   --json <file>                  where to write the JSON (default bench-results/bench-<runtime>-<profile>.json);
                                  the report is written next to it: <name>.md and <name>.svg
   --no-anchor                    skip stock llama-mtmd-cli (llama runtime only)
+  --pipeline                     pipelined prefill (llama): tiles encode while earlier tiles prefill,
+                                 the threads split between the two
   --help`;
 
 const OPTIONS = {
@@ -35,7 +37,8 @@ const OPTIONS = {
   "max-tokens": { type: "string", default: "4" },
   json: { type: "string" },
   dtype: { type: "string" },
-  "no-anchor": { type: "boolean", default: false }
+  "no-anchor": { type: "boolean", default: false },
+  pipeline: { type: "boolean", default: false }
 };
 
 /**
@@ -79,7 +82,8 @@ export function parseBenchArgs(argv) {
     maxTokens: positiveInt(values["max-tokens"], "--max-tokens"),
     threads: values.threads === undefined ? undefined : positiveInt(values.threads, "--threads"),
     dtype: values.dtype,
-    json: values.json ?? `bench-results/bench-${runtime}-${source.profile ?? "custom"}${dtypeTag}.json`,
-    anchor: runtime === "llama" && !values["no-anchor"]
+    json: values.json ?? `bench-results/bench-${runtime}-${source.profile ?? "custom"}${dtypeTag}${values.pipeline ? "-pipeline" : ""}.json`,
+    anchor: runtime === "llama" && !values["no-anchor"],
+    pipeline: values.pipeline
   };
 }

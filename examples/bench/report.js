@@ -66,6 +66,7 @@ export function renderMarkdown(bench, { anchor = null, chartFile = null, image =
     ...(runs ? [`- Each number is the median of ${runs} runs, each in a fresh context; the image is sent in turn 1.`] : []),
     ...(threads ? [`- CPU threads: ${threads}${anchor ? " (LeanVision and llama-mtmd-cli alike)" : ""}`] : []),
     ...(bench.model?.binaries ? [`- Binaries: ${describeBinaries(bench.model.binaries)}`] : []),
+    ...(bench.pipeline ? ["- Pipelined prefill: tiles encode while earlier tiles' embeddings prefill, the threads split between the two."] : []),
     "- *tokens vs none*: how many times fewer tokens the turn evaluates than without LeanVision; *prefill vs none*: how many times faster its prefill is.",
     "",
     `| ${header.join(" | ")} |`,

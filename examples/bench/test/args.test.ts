@@ -33,6 +33,11 @@ describe("parseBenchArgs", () => {
     expect(o.reducers).toEqual([{ kind: "none" }, { kind: "pool", stride: 2 }]);
   });
 
+  it("takes the NeXT profiles and --pipeline (its own default JSON name)", () => {
+    expect(parseBenchArgs(["--profile", "small-next"])).toMatchObject({ profile: "small-next", pipeline: false, json: "bench-results/bench-llama-small-next.json" });
+    expect(parseBenchArgs(["--profile", "llava-1.6-7b", "--pipeline"])).toMatchObject({ pipeline: true, json: "bench-results/bench-llama-llava-1.6-7b-pipeline.json" });
+  });
+
   it("runs the transformers runtime without the llama.cpp anchor", () => {
     const o = parseBenchArgs(["--runtime", "transformers", "--profile", "llava-1.5-7b-shaped"]);
     expect(o).toMatchObject({ runtime: "transformers", profile: "llava-1.5-7b-shaped", anchor: false });

@@ -50,6 +50,13 @@ export interface NativeVisionFeatures {
   keyDim?: number;
 }
 
+/** An image preprocessed by mtmd (prepareImage): its tiles, not yet encoded. */
+export interface PreparedImageHandle {
+  readonly native: unknown;
+  /** Tiles mtmd made (one image chunk each). */
+  readonly tiles: number;
+}
+
 /** Decodes embedding rows into a node-llama-cpp context's sequence; resolves to the number of rows decoded. */
 export type DecodeEmbeddings = (
   contextAddonObject: object,
@@ -84,6 +91,10 @@ export interface NativeBinding {
    * reducers and project check).
    */
   encode(handle: VisionContextHandle, rgb: Uint8Array, width: number, height: number, opts: { capture: boolean }): Promise<NativeVisionFeatures[]>;
+  /** mtmd's preprocessing of an image (its tiles, in mtmd's order as for encode), for encodeTile. */
+  prepareImage(handle: VisionContextHandle, rgb: Uint8Array, width: number, height: number): Promise<PreparedImageHandle>;
+  /** Capture of one tile of a prepared image (index in mtmd's order), so a caller can prefill one tile while the next encodes. */
+  encodeTile(handle: VisionContextHandle, prepared: PreparedImageHandle, index: number, opts: { capture: boolean }): Promise<NativeVisionFeatures>;
   /** mtmd's own output embeddings for the image (all tiles, mtmd's order), [tokens x projectionDim]; NON_FINITE if any is NaN or infinite. */
   encodeStock(handle: VisionContextHandle, rgb: Uint8Array, width: number, height: number): Promise<Float32Array>;
   /** The mmproj's projector on [numTokens x hiddenDim] rows, natively; NON_FINITE for a non-finite input or output. */
@@ -172,6 +183,8 @@ function checkedBinding(addon: NativeAddon): NativeBinding {
     }),
     encode: typed(addon.encode),
     encodeStock: typed(addon.encodeStock),
+    prepareImage: typed(addon.prepareImage),
+    encodeTile: typed(addon.encodeTile),
     project: typed(addon.project),
     freeVisionContext: typed(addon.freeVisionContext),
     decodeEmbeddings: typed(addon.decodeEmbeddings),

@@ -3,17 +3,19 @@
 import { existsSync, statSync } from "node:fs";
 import { performance } from "node:perf_hooks";
 import { decodeImage, DEFAULT_MAX_PIXELS } from "@leanvision/image";
-import { countReduced, formatReducerSpec, LeanVisionError, reduceImage, reducerNeeds, toReducerSpec } from "@leanvision/core";
+import { countReduced, formatReducerSpec, LeanVisionError, reduceImage, reducerDefinition, reducerNeeds, toReducerSpec } from "@leanvision/core";
 import type {
   EncodedImage,
   ImageFeatures,
   ImageInput,
   RawRgbImage,
   ReducedImage,
+  ReducedTokens,
   ReducerInput,
   ReducerSpec,
   TileShape,
   TileTokenProvenance,
+  TokenProvenance,
   VisionFeatures
 } from "@leanvision/core";
 import type { Llama, LlamaModel } from "node-llama-cpp";
@@ -95,6 +97,7 @@ export class LlamaVisionModel {
   private readonly binding: NativeBinding;
   private readonly handle: VisionContextHandle;
   private isDisposed = false;
+  private encodeQueue: Promise<unknown> = Promise.resolve();
 
   /** Encoded images, shared by every session of this vision model. */
   readonly imageCache: ImageCache;
@@ -175,39 +178,96 @@ export class LlamaVisionModel {
   }
 
   /** Encodes an image, reduces it with `reducer` (default none) and projects the kept tokens. */
-  async encodeImage(image: ImageInput, reducer: ReducerInput = "none", { cache = false }: EncodeOptions = {}): Promise<EncodedImage> {
+  async encodeImage(image: ImageInput, reducer: ReducerInput = "none", options: EncodeOptions = {}): Promise<EncodedImage> {
+    return (await this.streamImage(image, reducer, options)).done;
+  }
+
+  /**
+   * Starts encoding an image tile by tile and returns as soon as its token count is known (from its
+   * size: fixed budgets), or once it is encoded (adaptive budgets). Embedding rows become final in
+   * order while later tiles still encode, so a caller can prefill them meanwhile (pipelined prefill):
+   * tile by tile for `none` (mtmd's order) and per-tile reducers; the overview first, the rest at the
+   * end, for a reducer that orders tiles itself but leads with tile 0 (VisionZip's NeXT order).
+   */
+  async streamImage(image: ImageInput, reducer: ReducerInput = "none", { cache = false }: EncodeOptions = {}): Promise<ImageStream> {
     this.assertUsable();
     const spec = toReducerSpec(reducer);
-    const needs = reducerNeeds(spec);
     const t0 = performance.now();
     const rgb = await decodeImage(image, { maxPixels: this.maxPixels });
     const key = cache && this.imageCache.maxBytes > 0 ? ImageCache.key(rgb, formatReducerSpec(spec)) : undefined;
     const hit = key === undefined ? undefined : this.imageCache.get(key);
-    if (hit) return { ...hit, fromCache: true, timings: { encodeMs: performance.now() - t0, reduceMs: 0, projectMs: 0 } };
+    if (hit) return finishedStream({ ...hit, fromCache: true, timings: { encodeMs: performance.now() - t0, reduceMs: 0, projectMs: 0 } });
+    const numTokens = this.predictTokens(rgb, spec);
+    const stream = new TileStream(numTokens, this.nEmbd);
+    // Images encode one after the other in call order, so a chat's images become ready in turn.
+    const done = this.encodeQueue.then(() => this.encodeTiles(rgb, spec, stream, t0)).then((encoded) => {
+      if (key !== undefined) this.imageCache.set(key, encoded);
+      return encoded;
+    });
+    this.encodeQueue = done.catch(() => undefined);
+    stream.settle(done);
+    if (numTokens === null) await done;
+    return stream;
+  }
+
+  /** The tile loop behind streamImage: encode, reduce and project, rows published in order. */
+  private async encodeTiles(rgb: RawRgbImage, spec: ReducerSpec, stream: TileStream, t0: number): Promise<EncodedImage> {
+    const definition = reducerDefinition(spec);
+    const needs = definition.needs(spec);
     const capture = needs.attention || needs.keys;
-    const native = await this.call(() => this.binding.encode(this.handle, rgb.data, rgb.width, rgb.height, { capture }));
+    const timings = { reduceMs: 0, projectMs: 0 };
+    const project = async (hidden: Float32Array, rows: number) => {
+      const t = performance.now();
+      const out = await this.call(() => this.binding.project(this.handle, hidden, rows));
+      timings.projectMs += performance.now() - t;
+      return out;
+    };
+    const prepared = await this.call(() => this.binding.prepareImage(this.handle, rgb.data, rgb.width, rgb.height));
     const { tileGrid } = this.tileLayout(rgb);
-    const order = mtmdTileOrder(tileGrid, native.length);
-    const features: ImageFeatures = { tiles: order.map((i) => toVisionFeatures(native[i])), tileGrid, width: rgb.width, height: rgb.height };
-    const t1 = performance.now();
-    const reduced = needs.stock ? stockSelection(features, order, native) : reduceImage(features, spec);
-    const t2 = performance.now();
-    const embeddings = await this.call(() => this.binding.project(this.handle, reduced.hidden, reduced.numTokens));
-    const t3 = performance.now();
-    const encoded: EncodedImage = {
+    const order = mtmdTileOrder(tileGrid, prepared.tiles);
+    // Tiles are encoded in the order their rows are fed: mtmd's for the stock rows, else overview first.
+    const encodeOrder = needs.stock ? order.map((_, i) => i) : order;
+    // Rows that can go before every tile is encoded: each tile's own (none, per-tile reducers), or tile 0's.
+    const perTile = stream.numTokens !== null && (needs.stock || !definition.reduceImage);
+    const leading = stream.numTokens !== null && !perTile && definition.leadsWithTile0 === true;
+    const native: NativeVisionFeatures[] = new Array(prepared.tiles);
+    const tiles: VisionFeatures[] = new Array(prepared.tiles);
+    const ownTiles: ReducedTokens[] = [];
+    for (const nativeIndex of encodeOrder) {
+      native[nativeIndex] = await this.call(() => this.binding.encodeTile(this.handle, prepared, nativeIndex, { capture }));
+      const tile = order.indexOf(nativeIndex);
+      tiles[tile] = toVisionFeatures(native[nativeIndex]);
+      if (!perTile && !(leading && tile === 0)) continue;
+      const t = performance.now();
+      const own = needs.stock ? stockRows(tiles[tile], native[nativeIndex].projectorRows) : definition.reduce(tiles[tile], spec);
+      ownTiles[tile] = own;
+      timings.reduceMs += performance.now() - t;
+      stream.publish(await project(own.hidden, own.numTokens));
+    }
+    const features: ImageFeatures = { tiles, tileGrid, width: rgb.width, height: rgb.height };
+    const t = performance.now();
+    const reduced = perTile ? concatRows(ownTiles, needs.stock ? encodeOrder.map((i) => order.indexOf(i)) : order.map((_, i) => i)) : reduceImage(features, spec);
+    timings.reduceMs += performance.now() - t;
+    if (stream.ready < reduced.numTokens) {
+      const from = stream.ready;
+      if (leading && (reduced.tiles[0].numTokens !== from || reduced.provenance.slice(0, from).some((p) => p.tile !== 0))) {
+        throw new LeanVisionError("INVALID_FEATURES", `reducer ${formatReducerSpec(spec)} says it leads with tile 0's tokens, but its image output does not`);
+      }
+      stream.publish(await project(reduced.hidden.subarray(from * reduced.dim), reduced.numTokens - from));
+    }
+    return {
       width: rgb.width,
       height: rgb.height,
       features,
       reduced,
-      embeddings,
+      embeddings: stream.result(reduced.numTokens),
       numTokens: reduced.numTokens,
       nEmbd: this.nEmbd,
       reducer: formatReducerSpec(spec),
-      timings: { encodeMs: t1 - t0, reduceMs: t2 - t1, projectMs: t3 - t2 },
+      // encodeMs: decode, preprocessing and the tiles' encodes (everything but reducing and projecting).
+      timings: { ...timings, encodeMs: performance.now() - t0 - timings.reduceMs - timings.projectMs },
       fromCache: false
     };
-    if (key !== undefined) this.imageCache.set(key, encoded);
-    return encoded;
   }
 
   /**
@@ -271,29 +331,116 @@ function mtmdTileOrder(tileGrid: { rows: number; cols: number }, mtmdTiles: numb
 }
 
 /**
- * The `none` reducer: exactly the rows llama.cpp's llava graph feeds its projector, tile by tile in
- * mtmd's order, so the embeddings equal mtmd's own. For a CLS model that graph appends CLS after the
- * patches yet selects rows 1..numTokens-1, i.e. it drops patch 0 and feeds CLS last; provenance
- * records that as it is. mtmd adds no rows of its own (no image newline, see ARCHITECTURE.md).
+ * The `none` reducer on one tile: exactly the rows llama.cpp's llava graph feeds its projector, so the
+ * embeddings equal mtmd's own. For a CLS model that graph appends CLS after the patches yet selects
+ * rows 1..numTokens-1, i.e. it drops patch 0 and feeds CLS last; provenance records that as it is.
+ * mtmd adds no rows of its own (no image newline, see ARCHITECTURE.md).
  */
-function stockSelection(image: ImageFeatures, order: number[], native: NativeVisionFeatures[]): ReducedImage {
-  const { dim } = image.tiles[0];
-  const numTokens = native.reduce((n, t) => n + t.projectorRows.length, 0);
+function stockRows(f: VisionFeatures, rows: Int32Array): ReducedTokens {
+  const hidden = new Float32Array(rows.length * f.dim);
+  const provenance: TokenProvenance[] = [];
+  rows.forEach((row, i) => {
+    hidden.set(f.hidden.subarray(row * f.dim, (row + 1) * f.dim), i * f.dim);
+    provenance.push({ kind: row === f.clsIndex ? "cls" : "patch", sources: Int32Array.of(row) });
+  });
+  return { hidden, numTokens: rows.length, dim: f.dim, provenance };
+}
+
+/** Tiles' own reductions (indexed by tile) as one image, their rows in `rowOrder` (tile indices). */
+function concatRows(tiles: ReducedTokens[], rowOrder: number[]): ReducedImage {
+  const { dim } = tiles[0];
+  const numTokens = tiles.reduce((n, t) => n + t.numTokens, 0);
   const hidden = new Float32Array(numTokens * dim);
   const provenance: TileTokenProvenance[] = [];
-  const tiles: ReducedImage["tiles"] = [];
-  // Tile t of the image is native[order[t]]; the rows go in native (mtmd) order.
-  const tileOf = new Map(order.map((nativeIndex, tile) => [nativeIndex, tile]));
-  native.forEach(({ projectorRows: rows }, nativeIndex) => {
-    const tile = tileOf.get(nativeIndex)!;
-    const f = image.tiles[tile];
-    const start = provenance.length;
-    rows.forEach((row) => {
-      hidden.set(f.hidden.subarray(row * dim, (row + 1) * dim), provenance.length * dim);
-      provenance.push({ kind: row === f.clsIndex ? "cls" : "patch", sources: Int32Array.of(row), tile });
-    });
-    const own = provenance.slice(start).map(({ kind, sources }) => ({ kind, sources }));
-    tiles[tile] = { hidden: hidden.subarray(start * dim, provenance.length * dim), numTokens: own.length, dim, provenance: own };
-  });
+  for (const tile of rowOrder) {
+    hidden.set(tiles[tile].hidden, provenance.length * dim);
+    for (const p of tiles[tile].provenance) provenance.push({ ...p, tile });
+  }
   return { hidden, numTokens, dim, provenance, tiles };
+}
+
+/** An image being encoded tile by tile (LlamaVisionModel.streamImage). */
+export interface ImageStream {
+  /** Embeddings the image takes; null only until `done` when it depends on the content (adaptive budgets). */
+  readonly numTokens: number | null;
+  /** [numTokens x nEmbd]: rows [0, ready) are final. */
+  readonly embeddings: Float32Array;
+  /** Rows final so far. */
+  readonly ready: number;
+  /** Resolves once at least `rows` rows are final; rejects with the encode's error. */
+  waitFor(rows: number): Promise<void>;
+  /** The encoded image, once every tile is done. */
+  readonly done: Promise<EncodedImage>;
+}
+
+/** Rows published in order into a buffer sized from the predicted count; waiters woken as rows arrive. */
+class TileStream implements ImageStream {
+  ready = 0;
+  embeddings: Float32Array;
+  done!: Promise<EncodedImage>;
+  private failure: unknown;
+  private failed = false;
+  private waiters: Array<{ rows: number; resolve: () => void; reject: (e: unknown) => void }> = [];
+
+  constructor(
+    readonly numTokens: number | null,
+    private readonly nEmbd: number
+  ) {
+    this.embeddings = new Float32Array((numTokens ?? 0) * nEmbd);
+  }
+
+  settle(done: Promise<EncodedImage>): void {
+    this.done = done;
+    done.then(
+      () => this.wake(),
+      (error: unknown) => {
+        this.failed = true;
+        this.failure = error;
+        this.wake();
+      }
+    );
+  }
+
+  publish(rows: Float32Array): void {
+    const count = rows.length / this.nEmbd;
+    if (this.numTokens === null) {
+      // Unknown count: grow (no one waits on rows before `done`).
+      const grown = new Float32Array(this.embeddings.length + rows.length);
+      grown.set(this.embeddings);
+      this.embeddings = grown;
+    } else if (this.ready + count > this.numTokens) {
+      throw new LeanVisionError("ENCODE_FAILED", `the image gave more embeddings than the ${this.numTokens} its size predicts`);
+    }
+    this.embeddings.set(rows, this.ready * this.nEmbd);
+    this.ready += count;
+    this.wake();
+  }
+
+  /** The buffer, checked to be complete. */
+  result(numTokens: number): Float32Array {
+    if (this.ready !== numTokens || (this.numTokens !== null && this.numTokens !== numTokens)) {
+      throw new LeanVisionError("ENCODE_FAILED", `the image gave ${numTokens} embeddings but ${this.numTokens ?? this.ready} were expected`);
+    }
+    return this.embeddings;
+  }
+
+  waitFor(rows: number): Promise<void> {
+    if (this.ready >= rows) return Promise.resolve();
+    if (this.failed) return Promise.reject(this.failure);
+    return new Promise((resolve, reject) => this.waiters.push({ rows, resolve, reject }));
+  }
+
+  private wake(): void {
+    this.waiters = this.waiters.filter((w) => {
+      if (this.ready >= w.rows) w.resolve();
+      else if (this.failed) w.reject(this.failure);
+      else return true;
+      return false;
+    });
+  }
+}
+
+/** A stream of an image that is already encoded (an image cache hit). */
+function finishedStream(encoded: EncodedImage): ImageStream {
+  return { numTokens: encoded.numTokens, embeddings: encoded.embeddings, ready: encoded.numTokens, waitFor: () => Promise.resolve(), done: Promise.resolve(encoded) };
 }

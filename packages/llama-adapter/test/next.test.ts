@@ -83,14 +83,20 @@ describe("the vision stage on tiny-next", () => {
 });
 
 describe("chat on tiny-next", () => {
-  async function newChat(contextSize: number, reducer: string): Promise<{ context: LlamaContext; session: VisionChatSession }> {
-    const context = await model.createContext({ contextSize, threads: THREADS });
-    return { context, session: new VisionChatSession({ contextSequence: context.getSequence(), vision, reducer }) };
+  /** Runs `body` with a fresh chat over its own context, disposed afterwards. */
+  async function inChat(contextSize: number, reducer: string, body: (session: VisionChatSession) => Promise<void>, pipeline = false): Promise<void> {
+    const context: LlamaContext = await model.createContext({ contextSize, threads: THREADS });
+    const session = new VisionChatSession({ contextSequence: context.getSequence(), vision, reducer, pipeline });
+    try {
+      await body(session);
+    } finally {
+      await session.dispose();
+      await context.dispose();
+    }
   }
 
   it("54+10: answers with 320 visual tokens (= countTokens), turn 2 evaluates only the new text", async () => {
-    const { context, session } = await newChat(2048, "visionzip:54+10");
-    try {
+    await inChat(2048, "visionzip:54+10", async (session) => {
       const answer = await session.prompt("What is in this picture?", { images: [photo], maxTokens: 4 });
       expect(typeof answer).toBe("string");
       const turn1 = session.lastTurn!;
@@ -107,27 +113,19 @@ describe("chat on tiny-next", () => {
       expect(turn2.reusedTokens).toBeGreaterThanOrEqual(before - 1);
       // Only the new message (its chat-template framing included) is evaluated.
       expect(turn2.evaluatedTokens).toBeLessThan(model.tokenize(question).length + 16);
-    } finally {
-      await session.dispose();
-      await context.dispose();
-    }
+    });
   });
 
   it("none: the 2,880 tokens prefilled are what countTokens said", async () => {
-    const { context, session } = await newChat(4096, "none");
-    try {
+    await inChat(4096, "none", async (session) => {
       await session.prompt("Describe it.", { images: [photo], maxTokens: 2 });
       expect(session.lastTurn).toMatchObject({ visualTokens: 2880, injectedTokens: 2880 });
       expect(await vision.countTokens(photo, "none")).toBe(2880);
-    } finally {
-      await session.dispose();
-      await context.dispose();
-    }
+    });
   });
 
   it("a NeXT image over the context: CONTEXT_OVERFLOW before anything is encoded or written, the chat intact", async () => {
-    const { context, session } = await newChat(2048, "visionzip:54+10");
-    try {
+    await inChat(2048, "visionzip:54+10", async (session) => {
       await session.prompt("Hello.", { maxTokens: 2 });
       const history = JSON.stringify(session.getChatHistory());
       const tokens = [...session.sequence.contextTokens];
@@ -149,10 +147,37 @@ describe("chat on tiny-next", () => {
       // The chat goes on; the same image fits with VisionZip.
       await session.prompt("Describe it.", { images: [photo], maxTokens: 2 });
       expect(session.lastTurn).toMatchObject({ visualTokens: 320 });
-    } finally {
-      await session.dispose();
-      await context.dispose();
+    });
+  });
+
+  it("pipelined prefill: the same tokens, embeddings and answer as encoding first, rows injected tile by tile", async () => {
+    for (const reducer of ["none", "visionzip:54+10"]) {
+      const runs: Array<{ answer: string; tokens: number[]; injected: number }> = [];
+      for (const pipeline of [false, true]) {
+        vision.imageCache.clear(); // both runs encode
+        await inChat(4096, reducer, async (session) => {
+          const answer = await session.prompt("Describe it.", { images: [photo], maxTokens: 3, temperature: 0 });
+          runs.push({ answer, tokens: [...session.sequence.contextTokens].map((t) => (isPlaceholderToken(t) ? -1 : t)), injected: session.lastTurn!.injectedTokens });
+          expect(session.lastTurn!.visualTokens).toBe(await vision.countTokens(photo, reducer));
+        }, pipeline);
+      }
+      expect(runs[1]).toEqual(runs[0]);
     }
+  });
+
+  it("streamImage: the count first, then rows final in order while later tiles encode", async () => {
+    const stream = await vision.streamImage(photo, "none");
+    expect(stream.numTokens).toBe(2880);
+    await stream.waitFor(1);
+    const first = stream.ready;
+    expect(first % 576).toBe(0); // whole tiles, mtmd's order
+    const encoded = await stream.done;
+    expect(stream.ready).toBe(2880);
+    expect(encoded.embeddings).toBe(stream.embeddings);
+    const zip = await vision.streamImage(photo, "visionzip:54+10");
+    await zip.waitFor(1);
+    expect(zip.ready === 64 || zip.ready === 320).toBe(true); // the overview's 64 lead, the rest come with the last tile
+    await zip.done;
   });
 
   it("predictTokens: exact from the image size for fixed budgets, null for adaptive ones", async () => {

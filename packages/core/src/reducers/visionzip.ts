@@ -21,6 +21,7 @@ export const visionZip: ReducerDefinition<VisionZipSpec> = {
   reduce: (tile, s) => run(tile, s),
   // Each tile reduced as a single image, then VisionZip's LLaVA-NeXT order (one tile: unchanged).
   reduceImage: (image, s) => visionZipNextOrder(image, image.tiles.map((tile) => run(tile, s))),
+  leadsWithTile0: true,
   count(tile, s) {
     const valid = Number.isInteger(s.dominant) && s.dominant >= 1 && s.dominant <= tile.numTokens && Number.isInteger(s.contextual) && s.contextual >= 0;
     // CLS counts as dominant; with fewer tokens left than `contextual`, one contextual token each (as the official code).

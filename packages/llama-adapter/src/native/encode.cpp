@@ -90,49 +90,55 @@ void InitMtmd(VisionContext & vc, const std::string & path, int nThreads, bool u
     if (!mtmd_support_vision(vc.mtmd.get())) throw CodedError("UNSUPPORTED_MODEL", path + " has no vision encoder");
 }
 
-void Encode(VisionContext & vc, const std::vector<uint8_t> & rgb, int width, int height, CaptureMode mode, std::vector<EncodeResult> & out) {
+void Prepare(VisionContext & vc, const std::vector<uint8_t> & rgb, int width, int height, CaptureMode mode, PreparedImage & out) {
     mtmd::bitmap bitmap(width, height, rgb.data());
-    mtmd::input_chunks chunks(mtmd_input_chunks_init());
+    out.chunks.ptr.reset(mtmd_input_chunks_init());
     mtmd_input_part part = {nullptr, bitmap.ptr.get()};
     const mtmd_input_part * parts[1] = {&part};
-    if (mtmd_tokenize_from_parts(vc.mtmd.get(), chunks.ptr.get(), parts, 1, false) != 0) {
+    if (mtmd_tokenize_from_parts(vc.mtmd.get(), out.chunks.ptr.get(), parts, 1, false) != 0) {
         throw CodedError("IMAGE_DECODE", "mtmd could not preprocess the image: " + TakeLastError());
     }
     // One image chunk per tile: LLaVA-1.5 one; LLaVA-1.6 (pinpoints) the high-resolution tiles
     // row-major, then the overview (mtmd's order; src/vision-model.ts arranges them).
     const size_t tileTokens = (size_t)vc.layout.gridRows * vc.layout.gridCols;
-    const size_t n = chunks.size();
+    const size_t n = out.chunks.size();
     if (n == 0) throw CodedError("ENCODE_FAILED", "mtmd made no chunk of the image");
     for (size_t i = 0; i < n; i++) {
-        if (mtmd_input_chunk_get_type(chunks[i]) != MTMD_INPUT_CHUNK_TYPE_IMAGE ||
-            (mode != CaptureMode::None && mtmd_input_chunk_get_n_tokens(chunks[i]) != tileTokens)) {
+        if (mtmd_input_chunk_get_type(out.chunks[i]) != MTMD_INPUT_CHUNK_TYPE_IMAGE ||
+            (mode != CaptureMode::None && mtmd_input_chunk_get_n_tokens(out.chunks[i]) != tileTokens)) {
             throw CodedError("UNSUPPORTED_MODEL", "mtmd split the " + std::to_string(width) + "x" + std::to_string(height) + " image into " +
                                                       std::to_string(n) + " chunks of which chunk " + std::to_string(i) +
                                                       " is not one tile of the mmproj's " + std::to_string(vc.layout.gridRows) + "x" +
                                                       std::to_string(vc.layout.gridCols) + " patch grid");
         }
     }
-    out.clear();
-    out.resize(n);
-    for (size_t i = 0; i < n; i++) {
-        const mtmd_input_chunk * chunk = chunks[i];
-        EncodeResult & r = out[i];
-        vc.capture.Begin(mode, vc.layout, vc.nThreads);
-        const int rc = mtmd_encode_chunk(vc.mtmd.get(), chunk);
-        r.capture = std::move(vc.capture);
-        vc.capture = Capture();
-        if (rc != 0) throw CodedError("ENCODE_FAILED", "mtmd_encode_chunk failed on tile " + std::to_string(i) + ": " + TakeLastError());
-        if (!r.capture.error.empty()) throw CodedError("ENCODE_FAILED", r.capture.error);
+}
 
-        r.stockTokens = (int)mtmd_input_chunk_get_n_tokens(chunk);
-        if (mode == CaptureMode::None) {
-            const float * embd = mtmd_get_output_embd(vc.mtmd.get());
-            r.stock.assign(embd, embd + (size_t)r.stockTokens * vc.layout.projectionDim);
-            CheckEmbeddingsFinite(r.stock, vc.layout.projectionDim, "mtmd's vision encoder");
-            continue;
-        }
-        CheckCapture(vc, mode, r.capture);
+void EncodeTile(VisionContext & vc, const PreparedImage & image, size_t tile, CaptureMode mode, EncodeResult & out) {
+    const mtmd_input_chunk * chunk = image.chunks[tile];
+    vc.capture.Begin(mode, vc.layout, vc.nThreads);
+    const int rc = mtmd_encode_chunk(vc.mtmd.get(), chunk);
+    out.capture = std::move(vc.capture);
+    vc.capture = Capture();
+    if (rc != 0) throw CodedError("ENCODE_FAILED", "mtmd_encode_chunk failed on tile " + std::to_string(tile) + ": " + TakeLastError());
+    if (!out.capture.error.empty()) throw CodedError("ENCODE_FAILED", out.capture.error);
+
+    out.stockTokens = (int)mtmd_input_chunk_get_n_tokens(chunk);
+    if (mode == CaptureMode::None) {
+        const float * embd = mtmd_get_output_embd(vc.mtmd.get());
+        out.stock.assign(embd, embd + (size_t)out.stockTokens * vc.layout.projectionDim);
+        CheckEmbeddingsFinite(out.stock, vc.layout.projectionDim, "mtmd's vision encoder");
+        return;
     }
+    CheckCapture(vc, mode, out.capture);
+}
+
+void Encode(VisionContext & vc, const std::vector<uint8_t> & rgb, int width, int height, CaptureMode mode, std::vector<EncodeResult> & out) {
+    PreparedImage image;
+    Prepare(vc, rgb, width, height, mode, image);
+    out.clear();
+    out.resize(image.chunks.size());
+    for (size_t i = 0; i < out.size(); i++) EncodeTile(vc, image, i, mode, out[i]);
 }
 
 }  // namespace leanvision

@@ -39,8 +39,20 @@ struct EncodeResult {
     int stockTokens = 0;
 };
 
-// Encodes packed RGB pixels, one EncodeResult per tile (image chunk) in mtmd's order: LLaVA-1.5 one
-// tile; LLaVA-1.6 the high-resolution tiles row-major, then the overview. Caller holds vc.mutex.
+// An image as mtmd preprocessed it: one image chunk per tile, in mtmd's order (LLaVA-1.5 one tile;
+// LLaVA-1.6 the high-resolution tiles row-major, then the overview). Independent of the context.
+struct PreparedImage {
+    mtmd::input_chunks chunks;
+};
+
+// Preprocesses packed RGB pixels into tiles (checked to be tiles of the mmproj's grid unless `mode`
+// is None). Caller holds vc.mutex.
+void Prepare(VisionContext & vc, const std::vector<uint8_t> & rgb, int width, int height, CaptureMode mode, PreparedImage & out);
+
+// Encodes one tile of a prepared image. Caller holds vc.mutex.
+void EncodeTile(VisionContext & vc, const PreparedImage & image, size_t tile, CaptureMode mode, EncodeResult & out);
+
+// Prepare + every tile, one EncodeResult per tile in mtmd's order. Caller holds vc.mutex.
 void Encode(VisionContext & vc, const std::vector<uint8_t> & rgb, int width, int height, CaptureMode mode, std::vector<EncodeResult> & out);
 
 }  // namespace leanvision

@@ -7,6 +7,8 @@
 //   createVisionContext(mmprojPath, layout, { nThreads, useGpu, flashAttention? }) -> { native }
 //   encode(handle, rgb, width, height, { capture })        -> Promise<features[]>  (one per tile, mtmd's order)
 //   encodeStock(handle, rgb, width, height)                -> Promise<Float32Array>  (plain mtmd output)
+//   prepareImage(handle, rgb, width, height)               -> Promise<{ native, tiles }>  (mtmd's tiles, not yet encoded)
+//   encodeTile(handle, prepared, index, { capture })       -> Promise<features>  (one tile, so a caller can pipeline)
 //   project(handle, hidden, numTokens)                     -> Promise<Float32Array>
 //   freeVisionContext(handle)
 // Errors follow napi-common.h: a `code` (INVALID_INPUT, INVALID_MODEL, UNSUPPORTED_MODEL, DISPOSED,
@@ -43,6 +45,27 @@ Napi::Float32Array ToFloat32Array(Napi::Env env, const std::vector<float> & v) {
     Napi::Float32Array arr = Napi::Float32Array::New(env, v.size());
     if (!v.empty()) std::memcpy(arr.Data(), v.data(), v.size() * sizeof(float));
     return arr;
+}
+
+// Packed RGB pixels copied from JS, so a worker owns them off the JS thread.
+struct RgbImage {
+    std::vector<uint8_t> rgb;
+    int width = 0, height = 0;
+};
+
+// Arguments 1-3 (rgb: Uint8Array, width, height), checked and copied.
+RgbImage ReadRgb(const Args & args) {
+    Napi::TypedArray rgb = args.Bytes(1, "rgb");
+    RgbImage image;
+    image.width = (int)args.Int(2, "width", 1, kMaxImageSide);
+    image.height = (int)args.Int(3, "height", 1, kMaxImageSide);
+    if (rgb.ByteLength() != (size_t)image.width * image.height * 3) {
+        args.Fail("rgb has " + std::to_string(rgb.ByteLength()) + " bytes, expected width*height*3 = " +
+                  std::to_string((size_t)image.width * image.height * 3));
+    }
+    const uint8_t * data = static_cast<const uint8_t *>(rgb.ArrayBuffer().Data()) + rgb.ByteOffset();
+    image.rgb.assign(data, data + rgb.ByteLength());
+    return image;
 }
 
 // The layout src/mmproj.ts found (its VisionContextInfo); CheckProjectorTensors checks it against the file.
@@ -85,14 +108,13 @@ class EncodeWorker : public PromiseWorker {
     EncodeWorker(Napi::Env env, Napi::Object handle, VisionContext * vc, CaptureMode mode)
         : PromiseWorker(env, "LeanVisionEncode", handle, "ENCODE_FAILED"), vc_(vc), mode_(mode) {}
 
-    std::vector<uint8_t> rgb;
-    int width = 0, height = 0;
+    RgbImage image;
 
    protected:
     void Run() override {
         std::lock_guard<std::mutex> lock(vc_->mutex);
         if (vc_->freed) throw CodedError("DISPOSED", "the vision context was freed (the vision model is disposed)");
-        Encode(*vc_, rgb, width, height, mode_, result_);
+        Encode(*vc_, image.rgb, image.width, image.height, mode_, result_);
     }
     Napi::Value Result(Napi::Env env) override {
         if (mode_ == CaptureMode::None) {
@@ -110,6 +132,57 @@ class EncodeWorker : public PromiseWorker {
     VisionContext * vc_;
     CaptureMode mode_;
     std::vector<EncodeResult> result_;
+};
+
+// prepareImage off the JS thread: mtmd's preprocessing (resize, tiles), kept for encodeTile.
+class PrepareWorker : public PromiseWorker {
+   public:
+    PrepareWorker(Napi::Env env, Napi::Object handle, VisionContext * vc)
+        : PromiseWorker(env, "LeanVisionPrepare", handle, "ENCODE_FAILED"), vc_(vc), image_(std::make_unique<PreparedImage>()) {}
+
+    RgbImage image;
+
+   protected:
+    void Run() override {
+        std::lock_guard<std::mutex> lock(vc_->mutex);
+        if (vc_->freed) throw CodedError("DISPOSED", "the vision context was freed (the vision model is disposed)");
+        Prepare(*vc_, image.rgb, image.width, image.height, CaptureMode::Full, *image_);
+    }
+    Napi::Value Result(Napi::Env env) override {
+        Napi::Object prepared = Napi::Object::New(env);
+        prepared.Set("tiles", Napi::Number::New(env, (double)image_->chunks.size()));
+        prepared.Set("native", Napi::External<PreparedImage>::New(env, image_.release(), [](Napi::Env, PreparedImage * p) { delete p; }));
+        return prepared;
+    }
+
+   private:
+    VisionContext * vc_;
+    std::unique_ptr<PreparedImage> image_;
+};
+
+// encodeTile off the JS thread. `prepared` is kept alive (it owns the tile's pixels) until it settles.
+class EncodeTileWorker : public PromiseWorker {
+   public:
+    EncodeTileWorker(Napi::Env env, Napi::Object handle, VisionContext * vc, Napi::Object prepared, PreparedImage * image, size_t tile, CaptureMode mode)
+        : PromiseWorker(env, "LeanVisionEncodeTile", handle, "ENCODE_FAILED"), vc_(vc), image_(image), tile_(tile), mode_(mode) {
+        prepared_ = Napi::Persistent(prepared);
+    }
+
+   protected:
+    void Run() override {
+        std::lock_guard<std::mutex> lock(vc_->mutex);
+        if (vc_->freed) throw CodedError("DISPOSED", "the vision context was freed (the vision model is disposed)");
+        EncodeTile(*vc_, *image_, tile_, mode_, result_);
+    }
+    Napi::Value Result(Napi::Env env) override { return FeaturesObject(env, vc_->layout, mode_, result_.capture); }
+
+   private:
+    VisionContext * vc_;
+    Napi::ObjectReference prepared_;
+    PreparedImage * image_;
+    size_t tile_;
+    CaptureMode mode_;
+    EncodeResult result_;
 };
 
 // project off the JS thread.
@@ -167,24 +240,40 @@ Napi::Value QueueEncode(const Napi::CallbackInfo & info, const char * function, 
     Args args(info, function);
     VisionContext * vc = UnwrapLive(args, info[0]);
     args.Count(4, 5, "(handle, rgb: Uint8Array, width, height[, opts])");
-    Napi::TypedArray rgb = args.Bytes(1, "rgb");
-    const int width = (int)args.Int(2, "width", 1, kMaxImageSide);
-    const int height = (int)args.Int(3, "height", 1, kMaxImageSide);
-    if (rgb.ByteLength() != (size_t)width * height * 3) {
-        args.Fail("rgb has " + std::to_string(rgb.ByteLength()) + " bytes, expected width*height*3 = " + std::to_string((size_t)width * height * 3));
-    }
+    RgbImage image = ReadRgb(args);
     if (mode != CaptureMode::None && info.Length() > 4 && !info[4].IsUndefined()) {
         if (!args.Flag(args.Object(4, "opts"), "capture", true)) mode = CaptureMode::Hidden;
     }
     auto worker = std::make_unique<EncodeWorker>(info.Env(), info[0].As<Napi::Object>(), vc, mode);
-    const uint8_t * data = static_cast<const uint8_t *>(rgb.ArrayBuffer().Data()) + rgb.ByteOffset();
-    worker->rgb.assign(data, data + rgb.ByteLength());
-    worker->width = width;
-    worker->height = height;
+    worker->image = std::move(image);
     return worker.release()->Start();
 }
 
 Napi::Value EncodeJs(const Napi::CallbackInfo & info) { return QueueEncode(info, "encode", CaptureMode::Full); }
+
+// prepareImage: (handle, rgb, width, height) -> Promise<{ native, tiles }>
+Napi::Value PrepareImageJs(const Napi::CallbackInfo & info) {
+    Args args(info, "prepareImage");
+    VisionContext * vc = UnwrapLive(args, info[0]);
+    args.Count(4, 4, "(handle, rgb: Uint8Array, width, height)");
+    auto worker = std::make_unique<PrepareWorker>(info.Env(), info[0].As<Napi::Object>(), vc);
+    worker->image = ReadRgb(args);
+    return worker.release()->Start();
+}
+
+// encodeTile: (handle, prepared, index, { capture }) -> Promise<features>
+Napi::Value EncodeTileJs(const Napi::CallbackInfo & info) {
+    Args args(info, "encodeTile");
+    VisionContext * vc = UnwrapLive(args, info[0]);
+    args.Count(3, 4, "(handle, prepared, index[, { capture }])");
+    if (!info[1].IsObject() || !info[1].As<Napi::Object>().Get("native").IsExternal()) args.Fail("expected a prepared image from prepareImage()");
+    Napi::Object prepared = info[1].As<Napi::Object>();
+    PreparedImage * image = prepared.Get("native").As<Napi::External<PreparedImage>>().Data();
+    const size_t tile = (size_t)args.Int(2, "index", 0, (int64_t)image->chunks.size() - 1);
+    CaptureMode mode = CaptureMode::Full;
+    if (info.Length() > 3 && !info[3].IsUndefined() && !args.Flag(args.Object(3, "opts"), "capture", true)) mode = CaptureMode::Hidden;
+    return (new EncodeTileWorker(info.Env(), info[0].As<Napi::Object>(), vc, prepared, image, tile, mode))->Start();
+}
 
 Napi::Value EncodeStockJs(const Napi::CallbackInfo & info) { return QueueEncode(info, "encodeStock", CaptureMode::None); }
 
@@ -222,6 +311,8 @@ void RegisterVision(Napi::Env env, Napi::Object exports) {
     exports.Set("createVisionContext", Napi::Function::New(env, Entry<CreateVisionContext>, "createVisionContext"));
     exports.Set("encode", Napi::Function::New(env, Entry<EncodeJs>, "encode"));
     exports.Set("encodeStock", Napi::Function::New(env, Entry<EncodeStockJs>, "encodeStock"));
+    exports.Set("prepareImage", Napi::Function::New(env, Entry<PrepareImageJs>, "prepareImage"));
+    exports.Set("encodeTile", Napi::Function::New(env, Entry<EncodeTileJs>, "encodeTile"));
     exports.Set("project", Napi::Function::New(env, Entry<ProjectJs>, "project"));
     exports.Set("freeVisionContext", Napi::Function::New(env, Entry<FreeVisionContext>, "freeVisionContext"));
 }

@@ -78,7 +78,6 @@ const clipTower = (s: TowerSize & { projectionDim: number }): VisionTowerShape =
 });
 /** LLaVA-1.6's resolution candidates (its config's image_grid_pinpoints): 1x2, 2x1, 2x2, 3x1 and 1x3 tiles of 336 px. */
 export const LLAVA_NEXT_PINPOINTS: Array<[number, number]> = [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]];
-const nextTower = (s: TowerSize & { projectionDim: number }): VisionTowerShape => ({ ...clipTower(s), anyres: { pinpoints: LLAVA_NEXT_PINPOINTS } });
 const siglipTower = (s: TowerSize): VisionTowerShape => ({
   kind: "siglip", imageSize: 384, patchSize: 14, eps: 1e-6, imageMean: SIGLIP_MEAN, imageStd: SIGLIP_STD, projectionDim: 0, ...s,
 });
@@ -90,7 +89,7 @@ const siglipTower = (s: TowerSize): VisionTowerShape => ({
  * 336 px becomes an overview plus the tiles of its best pinpoint (the 640x488 sample photo: 2x2 + 1
  * tiles, 2,880 tokens).
  */
-export const GGUF_PROFILES: Readonly<Record<GgufProfileName, GgufProfile>> = {
+const LLAVA_PROFILES: Record<Exclude<GgufProfileName, `${string}-next` | "llava-1.6-7b">, GgufProfile> = {
   tiny: {
     name: "tiny",
     description: "Test speed. LLaMA (256-d, 4 layers, q8_0) with the LLaMA/Vicuna SPM tokenizer; CLIP 336/14 (128-d, 3 layers run), 576 image tokens + CLS.",
@@ -126,27 +125,21 @@ export const GGUF_PROFILES: Readonly<Record<GgufProfileName, GgufProfile>> = {
     lm: qwen2Lm({ nEmbd: 1024, nLayer: 24, nHead: 16, nHeadKv: 16, nFf: 2816, weightType: "q8_0" }),
     vision: siglipTower({ nEmbd: 1152, nHead: 16, nFf: 4304, towerLayers: 27, projectorHidden: 1024, weightType: "f16" }),
   },
-  "tiny-next": {
-    name: "tiny-next",
-    description: "Test speed, LLaVA-1.6 (NeXT) layout. tiny's LLaMA (256-d, 4 layers, q8_0) and CLIP 336/14 (128-d, 3 layers run); pinpoints 336x672 .. 672x672 .. 1008x336, 576 tokens + CLS per tile, 2,880 for the sample photo.",
-    seed: 11,
-    lm: llamaLm({ nEmbd: 256, nLayer: 4, nHead: 4, nHeadKv: 4, nFf: 704, weightType: "q8_0" }),
-    vision: nextTower({ nEmbd: 128, nHead: 4, nFf: 512, towerLayers: 4, projectionDim: 128, projectorHidden: 256, weightType: "f16" }),
-  },
-  "small-next": {
-    name: "small-next",
-    description: "Demo size, LLaVA-1.6 (NeXT) layout. small's LLaMA (1280-d, 16 layers, q8_0) and CLIP 336/14 (384-d, 6 layers run); LLaVA-1.6 pinpoints, 576 tokens + CLS per tile, 2,880 for the sample photo.",
-    seed: 13,
-    lm: llamaLm({ nEmbd: 1280, nLayer: 16, nHead: 10, nHeadKv: 10, nFf: 3456, weightType: "q8_0" }),
-    vision: nextTower({ nEmbd: 384, nHead: 6, nFf: 1536, towerLayers: 7, projectionDim: 384, projectorHidden: 1280, weightType: "f16" }),
-  },
-  "llava-1.6-7b": {
-    name: "llava-1.6-7b",
-    description: "LLaVA-1.6-Vicuna-7B shapes. LLaMA-7B (4096-d, 32 layers, 32 heads, FFN 11008, q4_0); CLIP ViT-L/14-336 (1024-d, 16 heads, FFN 4096, 23 of 24 layers, f16); projector 1024 -> 4096 -> 4096, image newline; LLaVA-1.6 pinpoints, 576 tokens + CLS per tile, 2,880 for the sample photo.",
-    seed: 17,
-    lm: llamaLm({ nEmbd: 4096, nLayer: 32, nHead: 32, nHeadKv: 32, nFf: 11008, weightType: "q4_0" }),
-    vision: nextTower({ nEmbd: 1024, nHead: 16, nFf: 4096, towerLayers: 24, projectionDim: 768, projectorHidden: 4096, weightType: "f16" }),
-  },
+};
+
+/** A LLaVA-1.6 (NeXT) profile: a 1.5 profile's shapes with LLaVA-1.6's pinpoints and image newline. */
+function nextProfile(base: GgufProfile, name: GgufProfileName, seed: number, description: string): GgufProfile {
+  return { ...base, name, description, seed, vision: { ...base.vision, anyres: { pinpoints: LLAVA_NEXT_PINPOINTS } } };
+}
+
+export const GGUF_PROFILES: Readonly<Record<GgufProfileName, GgufProfile>> = {
+  ...LLAVA_PROFILES,
+  "tiny-next": nextProfile(LLAVA_PROFILES.tiny, "tiny-next", 11,
+    "Test speed, LLaVA-1.6 (NeXT) layout. tiny's LLaMA (256-d, 4 layers, q8_0) and CLIP 336/14 (128-d, 3 layers run); LLaVA-1.6 pinpoints, 576 tokens + CLS per tile, 2,880 for the sample photo."),
+  "small-next": nextProfile(LLAVA_PROFILES.small, "small-next", 13,
+    "Demo size, LLaVA-1.6 (NeXT) layout. small's LLaMA (1280-d, 16 layers, q8_0) and CLIP 336/14 (384-d, 6 layers run); LLaVA-1.6 pinpoints, 576 tokens + CLS per tile, 2,880 for the sample photo."),
+  "llava-1.6-7b": nextProfile(LLAVA_PROFILES["llava-1.5-7b"], "llava-1.6-7b", 17,
+    "LLaVA-1.6-Vicuna-7B shapes. LLaMA-7B (4096-d, 32 layers, 32 heads, FFN 11008, q4_0); CLIP ViT-L/14-336 (1024-d, 16 heads, FFN 4096, 23 of 24 layers, f16); projector 1024 -> 4096 -> 4096, image newline; LLaVA-1.6 pinpoints, 576 tokens + CLS per tile, 2,880 for the sample photo."),
 };
 
 /** Patch grid side and visual token count llama.cpp produces for a profile's mmproj. */
