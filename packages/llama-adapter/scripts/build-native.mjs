@@ -12,11 +12,18 @@
 // build/native/manifest.json, which src/native-binding.ts reads at run time.
 //
 // Usage: node scripts/build-native.mjs [--bins <dir-with-libllama>]... [--jobs N] [--verbose] [--install]
+//          [--no-vision-cpu] [--local-llama | --remove-local-llama]
 // --install (the package's install script): a failed build warns instead of failing `pnpm install`;
 // loading the addon then fails with NATIVE_BUILD and says to run this script.
+// --no-vision-cpu: mtmd runs on node-llama-cpp's own CPU backend instead of the one compiled here
+// (src/native/cpu-backend.h).
+// --local-llama: first builds node-llama-cpp itself from its bundled source for this machine (CPU,
+// `node-llama-cpp source download --gpu false`: minutes), which node-llama-cpp then prefers over its
+// prebuilt binaries, then the addon for it. --remove-local-llama removes that build again (back to the
+// prebuilt binaries). Both: `pnpm --filter @leanvision/llama-adapter build-native -- --local-llama`.
 import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
-import { existsSync, mkdirSync, readFileSync, readdirSync, realpathSync, renameSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, readdirSync, realpathSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import os from "node:os";
 import path from "node:path";
@@ -35,7 +42,9 @@ const { values: args } = parseArgs({
     verbose: { type: "boolean", default: false },
     install: { type: "boolean", default: false },
     // --no-vision-cpu: mtmd runs on node-llama-cpp's own CPU backend (its prebuilt libggml-cpu-*.so)
-    "vision-cpu": { type: "boolean", default: true }
+    "vision-cpu": { type: "boolean", default: true },
+    "local-llama": { type: "boolean", default: false },
+    "remove-local-llama": { type: "boolean", default: false }
   },
   allowNegative: true
 });
@@ -61,6 +70,9 @@ async function main() {
   }
   const llamaSrc = ensureLlamaSource();
   const nlcDir = nodeLlamaCppDir();
+  if (args["local-llama"] && args["remove-local-llama"]) throw new Error("--local-llama and --remove-local-llama exclude each other");
+  if (args["remove-local-llama"]) removeLocalLlama(nlcDir);
+  if (args["local-llama"]) await buildLocalLlama(nlcDir);
   const binsDirs = args.bins.length > 0 ? args.bins.map((d) => path.resolve(d)) : findBinsDirs(nlcDir);
   if (binsDirs.length === 0) throw new Error(`no node-llama-cpp binaries (libllama) found for ${process.platform}-${process.arch}; pass --bins <dir>`);
 
@@ -169,6 +181,37 @@ function ggmlCpuUnits(llamaSrc, common, cpu) {
     src: path.join(dir, f),
     flags: f.endsWith(".c") ? [...base, "-std=c11"] : [...base, "-std=c++17"]
   }));
+}
+
+/**
+ * node-llama-cpp built from its own bundled llama.cpp source (offline: llama/gitRelease.bundle), CPU
+ * only, by node-llama-cpp's CLI. It lands in node-llama-cpp/llama/localBuilds/, which getLlama()
+ * then prefers to the prebuilt binaries (with any `build` option).
+ */
+async function buildLocalLlama(nlcDir) {
+  const cli = path.join(nlcDir, "dist", "cli", "cli.js");
+  log("building node-llama-cpp from its bundled llama.cpp source for this machine (CPU; minutes)");
+  const t0 = Date.now();
+  await new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [cli, "source", "download", "--gpu", "false", "--noUsageExample"], { stdio: "inherit" });
+    child.on("error", reject);
+    child.on("close", (code) => (code === 0 ? resolve() : reject(new Error(`node-llama-cpp source download --gpu false exited with ${code}`))));
+  });
+  log(`node-llama-cpp built in ${((Date.now() - t0) / 1000).toFixed(0)} s`);
+}
+
+/**
+ * Undoes buildLocalLlama: the local builds, the llama.cpp checkout and the last-build record
+ * node-llama-cpp keeps (the files its package ships stay as they are).
+ */
+function removeLocalLlama(nlcDir) {
+  const llamaDir = path.join(nlcDir, "llama");
+  for (const entry of ["localBuilds", "llama.cpp", "lastBuild.json"]) {
+    const target = path.join(llamaDir, entry);
+    if (!existsSync(target)) continue;
+    rmSync(target, { recursive: true, force: true });
+    log(`removed ${target}`);
+  }
 }
 
 /** Prebuilt binaries of the installed @node-llama-cpp/<platform>-<arch>* packages, plus local builds. */
