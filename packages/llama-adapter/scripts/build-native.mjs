@@ -293,7 +293,11 @@ function linkAddon(objects, binsDir, { hasInject }) {
   const addon = path.join(outDir, "leanvision.node");
   const entry = { binsDir, libllama: path.join(binsDir, libllama), addon, hasInject, pending: null };
   const inputs = [...objects, ...[libllama, libggml, libggmlBase].map((f) => path.join(binsDir, f))];
-  if (existsSync(addon) && inputs.every((f) => statSync(f).mtimeMs <= statSync(addon).mtimeMs)) {
+  // The list of inputs is recorded too: other flags (e.g. --no-vision-cpu) link other, older objects.
+  const inputsFile = `${addon}.inputs`;
+  const inputList = inputs.join("\n");
+  const sameInputs = existsSync(inputsFile) && readFileSync(inputsFile, "utf8") === inputList;
+  if (existsSync(addon) && sameInputs && inputs.every((f) => statSync(f).mtimeMs <= statSync(addon).mtimeMs)) {
     log(`up to date: ${path.relative(adapterDir, addon)} (for ${binsDir})`);
     entry.pending = Promise.resolve();
     return entry;
@@ -308,6 +312,7 @@ function linkAddon(objects, binsDir, { hasInject }) {
     `-Wl,-rpath,${binsDir}`, "-Wl,-Bsymbolic", "-Wl,--as-needed"
   ]).then(() => {
     renameSync(tmp, addon);
+    writeFileSync(inputsFile, inputList);
     log(`linked ${path.relative(adapterDir, addon)} against ${binsDir}`);
   });
   return entry;
