@@ -36,6 +36,8 @@ const buildDir = path.join(adapterDir, "build");
 const REQUIRED_NODE_LLAMA_CPP = "3.22.1";
 
 const { values: args } = parseArgs({
+  // `pnpm ... build-native -- --local-llama` hands the script a literal "--"
+  args: process.argv.slice(2).filter((a) => a !== "--"),
   options: {
     bins: { type: "string", multiple: true, default: [] },
     jobs: { type: "string" },
