@@ -21,9 +21,14 @@
 // build runs in a temporary directory that is removed afterwards.
 //
 // Usage: node scripts/build-native.mjs [--bins <dir-with-libllama>]... [--jobs N] [--verbose] [--install]
+//          [--vision-cpu] [--local-llama | --remove-local-llama]
 // --bins: build for these binaries directories only (the manifest keeps the addons built before).
 // --install (the package's install script): prints one line, and a failed build warns instead of
 // failing the install; loading the addon then fails with NATIVE_BUILD and says to run this script.
+// --local-llama: first builds node-llama-cpp itself from its bundled source for this machine (CPU,
+// `node-llama-cpp source download --gpu false`: minutes), which node-llama-cpp then prefers over its
+// prebuilt binaries, then the addon for it. --remove-local-llama removes that build again (back to the
+// prebuilt binaries). Both: `pnpm --filter @leanvision/llama-adapter build-native -- --local-llama`.
 import { spawn, spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, realpathSync, renameSync, rmSync, statSync, writeFileSync, writeSync } from "node:fs";
@@ -51,6 +56,8 @@ const selfCommand = `node ${path.join(adapterDir, "scripts", "build-native.mjs")
 const SECONDS_PER_UNIT = 3;
 
 const { values: args } = parseArgs({
+  // `pnpm ... build-native -- --local-llama` hands the script a literal "--"
+  args: process.argv.slice(2).filter((a) => a !== "--"),
   options: {
     bins: { type: "string", multiple: true, default: [] },
     jobs: { type: "string" },
@@ -58,7 +65,9 @@ const { values: args } = parseArgs({
     install: { type: "boolean", default: false },
     // --vision-cpu (or LEANVISION_VISION_CPU=1 at install): mtmd runs on ggml's CPU backend compiled
     // here for this machine (src/native/cpu-backend.cpp says why); without it, on node-llama-cpp's own.
-    "vision-cpu": { type: "boolean", default: process.env.LEANVISION_VISION_CPU === "1" }
+    "vision-cpu": { type: "boolean", default: process.env.LEANVISION_VISION_CPU === "1" },
+    "local-llama": { type: "boolean", default: false },
+    "remove-local-llama": { type: "boolean", default: false }
   },
   allowNegative: true
 });
@@ -94,6 +103,9 @@ async function main() {
   }
   const version = checkNodeLlamaCppVersion();
   const nlcDir = nodeLlamaCppDir();
+  if (args["local-llama"] && args["remove-local-llama"]) throw new Error("--local-llama and --remove-local-llama exclude each other");
+  if (args["remove-local-llama"]) removeLocalLlama(nlcDir);
+  if (args["local-llama"]) await buildLocalLlama(nlcDir);
   // Without --bins: every flavour installed next to node-llama-cpp, plus the folders built for before
   // with --bins (relinked too, so no addon is left behind on older objects).
   const binsDirs = args.bins.length > 0 ? args.bins.map(checkBinsArg) : [...new Set([...findBinsDirs(nlcDir), ...previousBinsDirs()])];
@@ -260,6 +272,34 @@ function ggmlCpuUnits(llamaSrc, common, cpu) {
     src: path.join(dir, f),
     flags: f.endsWith(".c") ? [...base, "-std=c11"] : [...base, "-std=c++17"]
   }));
+}
+
+/**
+ * node-llama-cpp built from its own bundled llama.cpp source (offline: llama/gitRelease.bundle), CPU
+ * only, by node-llama-cpp's CLI. It lands in node-llama-cpp/llama/localBuilds/, which getLlama()
+ * then prefers to the prebuilt binaries (with any `build` option).
+ */
+async function buildLocalLlama(nlcDir) {
+  const cli = path.join(nlcDir, "dist", "cli", "cli.js");
+  log("building node-llama-cpp from its bundled llama.cpp source for this machine (CPU; minutes)");
+  const t0 = Date.now();
+  await new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [cli, "source", "download", "--gpu", "false", "--noUsageExample"], { stdio: "inherit" });
+    child.on("error", reject);
+    child.on("close", (code) => (code === 0 ? resolve() : reject(new Error(`node-llama-cpp source download --gpu false exited with ${code}`))));
+  });
+  log(`node-llama-cpp built in ${((Date.now() - t0) / 1000).toFixed(0)} s`);
+}
+
+/** Undoes buildLocalLlama: the local builds, the llama.cpp checkout and node-llama-cpp's last-build record. */
+function removeLocalLlama(nlcDir) {
+  const llamaDir = path.join(nlcDir, "llama");
+  for (const entry of ["localBuilds", "llama.cpp", "lastBuild.json"]) {
+    const target = path.join(llamaDir, entry);
+    if (!existsSync(target)) continue;
+    rmSync(target, { recursive: true, force: true });
+    log(`removed ${target}`);
+  }
 }
 
 /** Prebuilt binaries of the installed @node-llama-cpp/<platform>-<arch>* packages, plus local builds. */

@@ -6,11 +6,12 @@
 // measured (prebuilt or local build, the ggml CPU variant mapped, and the backend the vision graph runs on). Needs `pnpm build` (imports ../dist).
 //
 // Encode variants, interleaved so load drifts hit them alike:
-//   plain            mtmd as llama.cpp runs it (flash attention auto)
+//   plain            mtmd as llama.cpp runs it (flash attention auto), its output embeddings copied out
 //   captureHidden    + the projector input copied (the `none` reducer's encode)
 //   capture          + VisionZip's attention scores from the feature layer's Q/K and the head-averaged keys
 //   plainNoFlash     mtmd with flash attention off in every layer
 //   captureReference capture on that graph, with the whole softmax copied (what capture did before)
+//   plainOnNodeLlamaCppCpu  plain, on node-llama-cpp's CPU backend instead of the addon's (cpu-backend.h)
 // With --mtmd-cli (default: the testkit's build in $LEANVISION_CACHE_DIR, if there) stock
 // llama-mtmd-cli's own "image slice encoded in" time on the same image, interleaved too (wall only).
 //
@@ -18,7 +19,7 @@
 //   [--image <file>] [--size 336x336] [--runs 3] [--threads N] [--mtmd-cli <binary> | --no-mtmd-cli]
 //   [--reducer none --reducer visionzip:dominant=54,contextual=10 ...]
 import { spawn } from "node:child_process";
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
@@ -71,6 +72,10 @@ const threads = args.threads ?? Math.max(1, llama.cpuMathCores);
 const binding = loadNativeBinding();
 const handle = binding.createVisionContext(args.mmproj, { nThreads: threads, useGpu: false });
 const noFlashHandle = binding.createVisionContext(args.mmproj, { nThreads: threads, useGpu: false, flashAttention: false });
+// The same graph on node-llama-cpp's own CPU backend (its prebuilt libggml-cpu-*.so when prebuilt).
+process.env.LEANVISION_VISION_CPU = "node-llama-cpp";
+const nlcHandle = binding.createVisionContext(args.mmproj, { nThreads: threads, useGpu: false });
+delete process.env.LEANVISION_VISION_CPU;
 
 // The image, optionally resized first (e.g. --size 336x336 so preprocessing is negligible); the same
 // pixels go to llama-mtmd-cli through a temporary PNG.
@@ -87,7 +92,7 @@ const rgb = await decodeImage(imageFile);
 const cliPath = values["no-mtmd-cli"] ? undefined : (values["mtmd-cli"] ?? defaultMtmdCli());
 if (cliPath && !existsSync(cliPath)) throw new Error(`--mtmd-cli ${cliPath} does not exist`);
 
-const samples = { plain: [], captureHidden: [], capture: [], plainNoFlash: [], captureReference: [], mtmdCli: [] };
+const samples = { plain: [], captureHidden: [], capture: [], plainNoFlash: [], captureReference: [], plainOnNodeLlamaCppCpu: [], mtmdCli: [] };
 let features;
 for (let run = -1; run < args.runs; run++) {
   const variants = [
@@ -95,7 +100,8 @@ for (let run = -1; run < args.runs; run++) {
     ["captureHidden", () => binding.encode(handle, rgb.data, rgb.width, rgb.height, { capture: false })],
     ["capture", () => binding.encode(handle, rgb.data, rgb.width, rgb.height, { capture: true })],
     ["plainNoFlash", () => binding.encodeStock(noFlashHandle, rgb.data, rgb.width, rgb.height)],
-    ["captureReference", () => binding.encode(noFlashHandle, rgb.data, rgb.width, rgb.height, { capture: true })]
+    ["captureReference", () => binding.encode(noFlashHandle, rgb.data, rgb.width, rgb.height, { capture: true })],
+    ["plainOnNodeLlamaCppCpu", () => binding.encodeStock(nlcHandle, rgb.data, rgb.width, rgb.height)]
   ];
   // Each run starts at another variant: the first encode after a switch of context (two copies of
   // the weights) pays cold caches, and that must not always be the same variant.
@@ -104,7 +110,7 @@ for (let run = -1; run < args.runs; run++) {
     const [name, fn] = variants[(i + Math.max(0, run)) % variants.length];
     sample[name] = await timed(fn);
   }
-  if (cliPath) sample.mtmdCli = { ms: await mtmdCliEncodeMs(cliPath, imageFile) };
+  if (cliPath) sample.mtmdCli = await mtmdCliEncodeMs(cliPath, imageFile);
   features = sample.capture.value[0]; // the first tile (mtmd order); the whole image for a single-tile one
   if (run < 0) continue; // warm-up
   for (const [key, value] of Object.entries(sample)) samples[key].push(value);
@@ -139,7 +145,7 @@ for (let run = -1; run < args.runs; run++) {
 
 const result = {
   model: path.basename(path.dirname(args.model)) + "/" + path.basename(args.model),
-  binaries: { ...binariesInUse(llama), vision: handle.backend, visionNoFlash: noFlashHandle.backend },
+  binaries: { ...binariesInUse(llama), vision: handle.backend, visionNoFlash: noFlashHandle.backend, visionNodeLlamaCpp: nlcHandle.backend },
   mmproj: handle.info,
   image: { file: path.basename(args.image), width: rgb.width, height: rgb.height },
   threads,
@@ -149,9 +155,12 @@ const result = {
   encodeMs: Object.fromEntries(Object.entries(samples).filter(([k, xs]) => xs.length > 0 && k !== "mtmdCli").map(([k, xs]) => [k, both(xs)])),
   captureOverheadCpu: {
     captureVsPlain: overhead(samples.capture, samples.plain, "cpuMs"),
+    // the same encode path copying only the projector input: what the scores and keys add
+    captureVsCaptureHidden: overhead(samples.capture, samples.captureHidden, "cpuMs"),
     captureHiddenVsPlain: overhead(samples.captureHidden, samples.plain, "cpuMs"),
     referenceVsPlain: overhead(samples.captureReference, samples.plain, "cpuMs"),
-    plainNoFlashVsPlain: overhead(samples.plainNoFlash, samples.plain, "cpuMs")
+    plainNoFlashVsPlain: overhead(samples.plainNoFlash, samples.plain, "cpuMs"),
+    plainOnNodeLlamaCppCpuVsPlain: overhead(samples.plainOnNodeLlamaCppCpu, samples.plain, "cpuMs")
   },
   captureOverheadWall: {
     captureVsPlain: overhead(samples.capture, samples.plain, "ms"),
@@ -160,8 +169,11 @@ const result = {
   stock: cliPath
     ? {
         binary: cliPath,
-        // llama-mtmd-cli logs wall time of its encode only (no preprocessing); compare with plain.wall.
-        mtmdCliEncodeWallMs: round(median(samples.mtmdCli.map((x) => x.ms))),
+        // llama-mtmd-cli's encode (its own log; no preprocessing, negligible at 336x336): wall, and
+        // its main thread's CPU time over the same span (approximate, see mtmdCliEncodeMs).
+        mtmdCliEncode: both(samples.mtmdCli),
+        plainVsMtmdCliCpu: overhead(samples.plain, samples.mtmdCli, "cpuMs"),
+        captureVsMtmdCliCpu: overhead(samples.capture, samples.mtmdCli, "cpuMs"),
         plainVsMtmdCliWall: overhead(samples.plain, samples.mtmdCli, "ms")
       }
     : "no llama-mtmd-cli (build it: pnpm --filter @leanvision/testkit make mtmd-cli)",
@@ -177,6 +189,7 @@ console.log(JSON.stringify(result, null, 2));
 vision.dispose();
 binding.freeVisionContext(handle);
 binding.freeVisionContext(noFlashHandle);
+binding.freeVisionContext(nlcHandle);
 await model.dispose();
 await llama.dispose();
 if (tmpDir) rmSync(tmpDir, { recursive: true, force: true });
@@ -187,20 +200,43 @@ function defaultMtmdCli() {
   return existsSync(binary) ? binary : undefined;
 }
 
-/** llama-mtmd-cli's own encode time for the image (summed "image slice encoded in" lines), one run. */
+/**
+ * One llama-mtmd-cli run on the image: its own encode time (wall, summed "encoded in" lines), and the
+ * CPU time of its main thread (which runs the encode with -t 1) between the log lines that start
+ * and end the encode, from /proc/<pid>/task/<pid>/schedstat (ns). The lines reach us a little after
+ * they are written, at both ends alike, so cpuMs is approximate (a few ms).
+ */
 function mtmdCliEncodeMs(binary, image) {
   const argv = ["-m", args.model, "--mmproj", args.mmproj, "--image", image, "-p", "Describe the image.", "-n", "1",
     "--temp", "0", "-c", "2048", "-lv", "4", "-t", String(threads), "--chat-template", "vicuna"];
   return new Promise((resolve, reject) => {
     const child = spawn(binary, argv, { stdio: ["ignore", "pipe", "pipe"] });
+    const cpuNs = () => {
+      try {
+        return Number(readFileSync(`/proc/${child.pid}/task/${child.pid}/schedstat`, "utf8").split(" ")[0]);
+      } catch {
+        return NaN;
+      }
+    };
     let log = "";
-    child.stdout.on("data", (d) => (log += d));
-    child.stderr.on("data", (d) => (log += d));
+    let start = NaN;
+    let cpuMs = 0;
+    const onData = (d) => {
+      const text = String(d);
+      log += text;
+      if (/encoding (?:mtmd batch|image slice)/.test(text) && Number.isNaN(start)) start = cpuNs();
+      if (/(?:image slice encoded in|mtmd batch encoding done in)/.test(text) && !Number.isNaN(start)) {
+        cpuMs += (cpuNs() - start) / 1e6;
+        start = NaN;
+      }
+    };
+    child.stdout.on("data", onData);
+    child.stderr.on("data", onData);
     child.on("error", reject);
     child.on("close", (code) => {
       const ms = [...log.matchAll(/(?:image slice encoded in|mtmd batch encoding done in) (\d+(?:\.\d+)?) ms/g)].map((m) => Number(m[1]));
       if (code !== 0 || ms.length === 0) return reject(new Error(`llama-mtmd-cli failed (${code}):\n${log.split("\n").slice(-10).join("\n")}`));
-      resolve(ms.reduce((a, b) => a + b, 0));
+      resolve({ ms: ms.reduce((a, b) => a + b, 0), cpuMs });
     });
   });
 }

@@ -3,7 +3,7 @@
 import { existsSync, statSync } from "node:fs";
 import { performance } from "node:perf_hooks";
 import { decodeImage, DEFAULT_MAX_PIXELS } from "@leanvision/image";
-import { countReduced, formatReducerSpec, LeanVisionError, reduceImage, reducerDefinition, reducerNeeds, toReducerSpec } from "@leanvision/core";
+import { countReduced, formatReducerSpec, LeanVisionError, reduceImage, reducerDefinition, toReducerSpec } from "@leanvision/core";
 import type {
   EncodedImage,
   ImageFeatures,

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 
 #include "ggml-alloc.h"
 #include "ggml-backend.h"
@@ -134,50 +135,104 @@ bool OnEval(ggml_tensor * t, bool ask, void * userData) {
     return true;
 }
 
+namespace {
+
+// The scores' graph keeps its backend and compute buffer from one encode to the next: a fresh
+// buffer each time costs page faults that, on some VMs, rival the product itself. Queries go in
+// chunks so that the buffer stays small (~4 MiB of probabilities) whatever the token count.
+struct ScoreWorkspace {
+    std::mutex mutex;
+    int threads = 0;
+    ggml_backend_t backend = nullptr;
+    ggml_gallocr_t alloc = nullptr;
+};
+
+ScoreWorkspace & Workspace() {
+    static ScoreWorkspace * workspace = new ScoreWorkspace();  // never freed: lives as long as the process
+    return *workspace;
+}
+
+constexpr size_t kChunkBytes = 4u << 20;
+
+}  // namespace
+
 bool AttentionScores(const float * q, int queryTokens, const float * k, int keyTokens, int heads, int headDim, float scale, int nThreads,
                      std::vector<float> & scores, std::string & error) {
-    ggml_backend_ptr backend(InitVisionCpuBackend(nThreads));
-    if (!backend) {
-        error = "no ggml CPU backend is loaded to compute the attention scores";
-        return false;
+    ScoreWorkspace & ws = Workspace();
+    std::lock_guard<std::mutex> lock(ws.mutex);
+    if (ws.backend == nullptr) {
+        ws.backend = InitVisionCpuBackend(nThreads);
+        if (ws.backend == nullptr) {
+            error = "no ggml CPU backend is loaded to compute the attention scores";
+            return false;
+        }
+        ws.alloc = ggml_gallocr_new(ggml_backend_get_default_buffer_type(ws.backend));
+        ws.threads = nThreads;
     }
-    ggml_init_params params = {ggml_tensor_overhead() * 8 + ggml_graph_overhead(), nullptr, true};
-    ggml_context_ptr ctx(ggml_init(params));
-    ggml_tensor * qt = ggml_new_tensor_3d(ctx.get(), GGML_TYPE_F32, headDim, heads, queryTokens);
-    ggml_tensor * kt = ggml_new_tensor_3d(ctx.get(), GGML_TYPE_F32, headDim, heads, keyTokens);
-    ggml_set_input(qt);
-    ggml_set_input(kt);
-    // The same ops as clip_graph::build_attn without flash attention: kq = k^T q per head, then the
-    // scaled softmax over the keys. [keys, queries, heads].
-    ggml_tensor * kq = ggml_mul_mat(ctx.get(), ggml_permute(ctx.get(), kt, 0, 2, 1, 3), ggml_permute(ctx.get(), qt, 0, 2, 1, 3));
-    ggml_tensor * p = ggml_soft_max_ext_inplace(ctx.get(), kq, nullptr, scale, 0.0f);
-    ggml_set_output(p);
-    ggml_cgraph * gf = ggml_new_graph(ctx.get());
-    ggml_build_forward_expand(gf, p);
-    ggml_gallocr_ptr alloc(ggml_gallocr_new(ggml_backend_get_default_buffer_type(backend.get())));
-    if (!ggml_gallocr_alloc_graph(alloc.get(), gf)) {
-        error = "cannot allocate the attention scores' graph";
-        return false;
+    if (ws.threads != nThreads) {
+        SetBackendThreads(ws.backend, nThreads);
+        ws.threads = nThreads;
     }
-    ggml_backend_tensor_set(qt, q, 0, ggml_nbytes(qt));
-    ggml_backend_tensor_set(kt, k, 0, ggml_nbytes(kt));
-    if (ggml_backend_graph_compute(backend.get(), gf) != GGML_STATUS_SUCCESS) {
-        error = "computing the attention scores failed";
-        return false;
-    }
-    // Sum the rows (one per head and query) of the [rows x keys] probabilities.
-    const size_t rows = (size_t)queryTokens * heads;
-    std::vector<float> copy;
-    const float * probs = static_cast<const float *>(p->data);
-    if (!ggml_backend_buffer_is_host(p->buffer)) {
-        copy.resize(rows * keyTokens);
-        ggml_backend_tensor_get(p, copy.data(), 0, ggml_nbytes(p));
-        probs = copy.data();
-    }
+    const size_t rowBytes = (size_t)(keyTokens + 15) / 16 * 16 * heads * sizeof(float);
+    const int chunk = (int)std::max<size_t>(1, std::min<size_t>((size_t)queryTokens, kChunkBytes / rowBytes));
+    // Head-major copies ([heads][tokens][headDim]), the keys padded with zero rows to a multiple of
+    // 16 (masked out of the softmax): contiguous operands with such a row count take ggml's fast
+    // matmul (llamafile's tinyBLAS) instead of its row-by-row dot products.
+    const int paddedKeys = (keyTokens + 15) / 16 * 16;
+    auto headMajor = [&](const float * src, int tokens, int t0, int n, int rows) {
+        std::vector<float> out((size_t)heads * rows * headDim, 0.0f);
+        for (int h = 0; h < heads; h++)
+            for (int t = 0; t < n; t++)
+                std::memcpy(&out[((size_t)h * rows + t) * headDim], src + ((size_t)(t0 + t) * heads + h) * headDim, headDim * sizeof(float));
+        return out;
+    };
+    const std::vector<float> keys = headMajor(k, keyTokens, 0, keyTokens, paddedKeys);
+    std::vector<float> mask;
     std::vector<double> sums(keyTokens, 0.0);
-    for (size_t r = 0; r < rows; r++) {
-        const float * row = probs + r * keyTokens;
-        for (int j = 0; j < keyTokens; j++) sums[j] += row[j];
+    std::vector<float> copy;
+    for (int q0 = 0; q0 < queryTokens; q0 += chunk) {
+        const int nq = std::min(chunk, queryTokens - q0);
+        const std::vector<float> queries = headMajor(q, queryTokens, q0, nq, nq);
+        ggml_init_params params = {ggml_tensor_overhead() * 8 + ggml_graph_overhead(), nullptr, true};
+        ggml_context_ptr ctx(ggml_init(params));
+        ggml_tensor * qt = ggml_new_tensor_3d(ctx.get(), GGML_TYPE_F32, headDim, nq, heads);
+        ggml_tensor * kt = ggml_new_tensor_3d(ctx.get(), GGML_TYPE_F32, headDim, paddedKeys, heads);
+        ggml_tensor * mt = ggml_new_tensor_2d(ctx.get(), GGML_TYPE_F32, paddedKeys, nq);  // 0, or -inf on padding
+        ggml_set_input(qt);
+        ggml_set_input(kt);
+        ggml_set_input(mt);
+        // The same ops as clip_graph::build_attn without flash attention (there on permuted views of
+        // Qcur/Kcur, no mask): kq = k^T q per head, then the scaled softmax over the keys. [keys, queries, heads].
+        ggml_tensor * kq = ggml_mul_mat(ctx.get(), kt, qt);
+        ggml_tensor * p = ggml_soft_max_ext_inplace(ctx.get(), kq, mt, scale, 0.0f);
+        ggml_set_output(p);
+        ggml_cgraph * gf = ggml_new_graph(ctx.get());
+        ggml_build_forward_expand(gf, p);
+        if (!ggml_gallocr_alloc_graph(ws.alloc, gf)) {
+            error = "cannot allocate the attention scores' graph";
+            return false;
+        }
+        ggml_backend_tensor_set(qt, queries.data(), 0, ggml_nbytes(qt));
+        ggml_backend_tensor_set(kt, keys.data(), 0, ggml_nbytes(kt));
+        mask.assign((size_t)paddedKeys * nq, 0.0f);
+        for (int r = 0; r < nq; r++) std::fill(&mask[(size_t)r * paddedKeys + keyTokens], &mask[(size_t)(r + 1) * paddedKeys], -INFINITY);
+        ggml_backend_tensor_set(mt, mask.data(), 0, ggml_nbytes(mt));
+        if (ggml_backend_graph_compute(ws.backend, gf) != GGML_STATUS_SUCCESS) {
+            error = "computing the attention scores failed";
+            return false;
+        }
+        // Sum the rows (one per head and query) of the [rows x keys] probabilities.
+        const size_t rows = (size_t)nq * heads;
+        const float * probs = static_cast<const float *>(p->data);
+        if (!ggml_backend_buffer_is_host(p->buffer)) {
+            copy.resize(rows * paddedKeys);
+            ggml_backend_tensor_get(p, copy.data(), 0, ggml_nbytes(p));
+            probs = copy.data();
+        }
+        for (size_t r = 0; r < rows; r++) {
+            const float * row = probs + r * paddedKeys;
+            for (int j = 0; j < keyTokens; j++) sums[j] += row[j];
+        }
     }
     scores.assign(sums.begin(), sums.end());
     return true;

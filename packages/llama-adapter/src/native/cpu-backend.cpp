@@ -11,15 +11,15 @@
 
 namespace leanvision {
 
-namespace {
-
-void SetThreads(ggml_backend_t backend, int nThreads) {
+void SetBackendThreads(ggml_backend_t backend, int nThreads) {
     ggml_backend_dev_t dev = ggml_backend_get_device(backend);
     ggml_backend_reg_t reg = dev ? ggml_backend_dev_backend_reg(dev) : nullptr;
     if (!reg) return;
     auto fn = (ggml_backend_set_n_threads_t)ggml_backend_reg_get_proc_address(reg, "ggml_backend_set_n_threads");
     if (fn) fn(backend, nThreads);
 }
+
+namespace {
 
 #ifdef LEANVISION_OWN_CPU
 
@@ -88,7 +88,7 @@ ggml_backend_t InitVisionCpuBackend(int nThreads) {
     ggml_backend_t backend = dev ? ggml_backend_dev_init(dev, nullptr) : nullptr;
     if (!backend) {
         backend = ggml_backend_init_by_type(GGML_BACKEND_DEVICE_TYPE_CPU, nullptr);
-        if (backend) SetThreads(backend, nThreads);
+        if (backend) SetBackendThreads(backend, nThreads);
     }
     return backend;
 }

@@ -24,6 +24,9 @@ ggml_backend_dev_t VisionCpuDevice(int nThreads, std::string & why);
 // A backend on VisionCpuDevice, else on the CPU backend node-llama-cpp loaded; nullptr if neither.
 ggml_backend_t InitVisionCpuBackend(int nThreads);
 
+// Sets a CPU backend's thread count through its registry (any ggml CPU backend, ours or node-llama-cpp's).
+void SetBackendThreads(ggml_backend_t backend, int nThreads);
+
 // "leanvision-cpu (<tier>)" or "node-llama-cpp (<why>)": which CPU backend VisionCpuDevice gives.
 std::string VisionCpuDescription(int nThreads);
 

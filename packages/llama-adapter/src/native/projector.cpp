@@ -20,14 +20,6 @@ ggml_backend_t InitBackend(bool useGpu) {
     return backend;
 }
 
-void SetThreads(ggml_backend_t backend, int nThreads) {
-    ggml_backend_dev_t dev = ggml_backend_get_device(backend);
-    ggml_backend_reg_t reg = dev ? ggml_backend_dev_backend_reg(dev) : nullptr;
-    if (!reg) return;
-    auto fn = (ggml_backend_set_n_threads_t)ggml_backend_reg_get_proc_address(reg, "ggml_backend_set_n_threads");
-    if (fn) fn(backend, nThreads);
-}
-
 }  // namespace
 
 void Projector::Release() {
@@ -79,7 +71,7 @@ std::vector<float> RunProjector(const Projector & p, const float * hidden, int n
     ggml_gallocr_ptr alloc(ggml_gallocr_new(ggml_backend_get_default_buffer_type(p.backend.get())));
     if (!ggml_gallocr_alloc_graph(alloc.get(), gf)) throw CodedError("ENCODE_FAILED", "cannot allocate the projector graph");
     ggml_backend_tensor_set(x, hidden, 0, ggml_nbytes(x));
-    SetThreads(p.backend.get(), p.nThreads);
+    SetBackendThreads(p.backend.get(), p.nThreads);
     if (ggml_backend_graph_compute(p.backend.get(), gf) != GGML_STATUS_SUCCESS) throw CodedError("ENCODE_FAILED", "projector compute failed");
     std::vector<float> out((size_t)p.OutputDim() * numTokens);
     ggml_backend_tensor_get(cur, out.data(), 0, ggml_nbytes(cur));
