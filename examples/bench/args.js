@@ -1,7 +1,7 @@
 // Command-line options of `pnpm bench`.
 import { parseReducerSpec, formatReducerSpec } from "@leanvision/core";
 import { BENCH_REDUCERS } from "@leanvision/core/presets";
-import { MODEL_OPTIONS, parseCli, parseRuntime, parseModelSource, positiveInt, invalid } from "../lib/args.js";
+import { LLAMA_PROFILES, MODEL_OPTIONS, TRANSFORMERS_PROFILES, parseCli, parseRuntime, parseModelSource, positiveInt, invalid } from "../lib/args.js";
 
 /** None, VisionZip at the paper's 64- and 128-token budgets, 2x2 pooling and 2x region packing. */
 export const DEFAULT_REDUCERS = BENCH_REDUCERS.join(",");
@@ -10,21 +10,24 @@ export const BENCH_USAGE = `Usage: pnpm bench -- [options]
 
   --runtime llama|transformers   which runtime runs the model (default llama)
   --profile <name>               synthetic model written by the testkit (default tiny)
-                                 llama: tiny, tiny-siglip, small, llava-1.5-7b, nanollava,
-                                        tiny-tokenpacker, small-tokenpacker (with a TokenPacker projector file)
-                                 transformers: tiny, llava-1.5-7b-shaped
+                                 llama: ${LLAMA_PROFILES.join(", ")}
+                                 transformers: ${TRANSFORMERS_PROFILES.join(", ")}
   --model <gguf> --mmproj <gguf> real llama.cpp files instead of a profile (llama runtime)
   --projector <gguf>             with --model/--mmproj: a LeanVision projector file (TokenPacker, or an mlp)
   --model <dir>                  a transformers.js model folder (transformers runtime)
+  --dtype <dtype>                transformers.js dtype of the ONNX files: fp32 (default), fp16, q8, q4 (transformers runtime)
   --image <file>                 image to encode (default: llama.cpp's tools/mtmd/test-1.jpeg)
   --reducers <list>              comma-separated reducer specs (default ${DEFAULT_REDUCERS})
   --turns <n>                    turns per conversation, the image in turn 1 (default 2)
   --runs <n>                     conversations per reducer; the table shows medians (default 3)
   --max-tokens <n>               tokens generated per turn (default 4)
-  --threads <n>                  CPU threads, for LeanVision and the anchor alike (llama; default: all cores but one)
+  --threads <n>                  CPU threads, for LeanVision and the anchor alike (llama; transformers: onnxruntime's
+                                 intra-op threads per session; default: all cores but one)
   --json <file>                  where to write the JSON (default bench-results/bench-<runtime>-<profile>.json);
                                  the report is written next to it: <name>.md and <name>.svg
   --no-anchor                    skip stock llama-mtmd-cli (llama runtime only)
+  --pipeline                     pipelined prefill (llama): tiles encode while earlier tiles prefill,
+                                 the threads split between the two
   --help`;
 
 const OPTIONS = {
@@ -34,7 +37,9 @@ const OPTIONS = {
   runs: { type: "string", default: "3" },
   "max-tokens": { type: "string", default: "4" },
   json: { type: "string" },
-  "no-anchor": { type: "boolean", default: false }
+  dtype: { type: "string" },
+  "no-anchor": { type: "boolean", default: false },
+  pipeline: { type: "boolean", default: false }
 };
 
 /**
@@ -64,6 +69,8 @@ export function parseBenchArgs(argv) {
   const names = reducers.map(formatReducerSpec);
   const duplicate = names.find((n, i) => names.indexOf(n) !== i);
   if (duplicate) invalid(`--reducers lists ${duplicate} twice; list each reducer once`);
+  if (values.dtype !== undefined && runtime !== "transformers") invalid("--dtype is for the transformers runtime (llama.cpp files carry their own types)");
+  const dtypeTag = values.dtype ? `-${values.dtype}` : "";
 
   return {
     help: false,
@@ -75,7 +82,9 @@ export function parseBenchArgs(argv) {
     runs: positiveInt(values.runs, "--runs"),
     maxTokens: positiveInt(values["max-tokens"], "--max-tokens"),
     threads: values.threads === undefined ? undefined : positiveInt(values.threads, "--threads"),
-    json: values.json ?? `bench-results/bench-${runtime}-${source.profile ?? "custom"}.json`,
-    anchor: runtime === "llama" && !values["no-anchor"]
+    dtype: values.dtype,
+    json: values.json ?? `bench-results/bench-${runtime}-${source.profile ?? "custom"}${dtypeTag}${values.pipeline ? "-pipeline" : ""}.json`,
+    anchor: runtime === "llama" && !values["no-anchor"],
+    pipeline: values.pipeline
   };
 }

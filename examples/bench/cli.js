@@ -4,7 +4,7 @@ import { resolve } from "node:path";
 import { LeanVisionError } from "@leanvision/core";
 import { parseBenchArgs, BENCH_USAGE } from "./args.js";
 import { runBenchmark, questionFor } from "./run.js";
-import { formatTable, writeBenchOutputs } from "./report.js";
+import { describeBinaries, formatTable, writeBenchOutputs } from "./report.js";
 import { runMtmdAnchor } from "./mtmd-anchor.js";
 import { openRuntime } from "../lib/runtime.js";
 import { progressBar } from "../lib/progress.js";
@@ -48,6 +48,7 @@ async function main(argv) {
     anchor.commit = bundledLlamaCommit();
   }
 
+  if (bench.model.binaries) console.log(`binaries: ${describeBinaries(bench.model.binaries)}`);
   console.log(formatTable(bench, anchor));
   const written = writeBenchOutputs(options.json, bench, { anchor, image, runs: options.runs, threads: rt.description.threads });
   console.log(`\nwrote ${written.json}\n      ${written.markdown}\n      ${written.svg}`);

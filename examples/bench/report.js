@@ -13,10 +13,14 @@ const COLUMNS = [
   ["project ms", "projectMs"],
   ["prefill ms", "prefillMs"],
   ["TTFT ms", "ttftMs"],
+  ["tokens vs none", "tokenRatio"],
   ["prefill vs none", "speedup"]
 ];
 
-/** One row per reducer and turn, with the turn's prefill speed-up over "none" on the same turn. */
+/**
+ * One row per reducer and turn, with the turn's prefill speed-up over "none" on the same turn and
+ * the ratio of evaluated tokens (none / this): the speed-up prefill would have if it scaled with tokens.
+ */
 export function tableRows(bench) {
   const none = bench.results.find((r) => r.reducer === "none");
   const rows = [];
@@ -27,6 +31,7 @@ export function tableRows(bench) {
         reducer: result.reducer,
         visualTokens: result.visualTokens,
         ...turn,
+        tokenRatio: base && turn.evaluatedTokens > 0 ? base.evaluatedTokens / turn.evaluatedTokens : null,
         speedup: base && turn.prefillMs > 0 ? base.prefillMs / turn.prefillMs : null
       });
     }
@@ -60,7 +65,9 @@ export function renderMarkdown(bench, { anchor = null, chartFile = null, image =
     `- Text tokens in the first question: ${bench.textTokens}`,
     ...(runs ? [`- Each number is the median of ${runs} runs, each in a fresh context; the image is sent in turn 1.`] : []),
     ...(threads ? [`- CPU threads: ${threads}${anchor ? " (LeanVision and llama-mtmd-cli alike)" : ""}`] : []),
-    "- *prefill vs none*: how many times faster the turn's prefill is than without LeanVision.",
+    ...(bench.model?.binaries ? [`- Binaries: ${describeBinaries(bench.model.binaries)}`] : []),
+    ...(bench.pipeline ? ["- Pipelined prefill: tiles encode while earlier tiles' embeddings prefill, the threads split between the two."] : []),
+    "- *tokens vs none*: how many times fewer tokens the turn evaluates than without LeanVision; *prefill vs none*: how many times faster its prefill is.",
     "",
     `| ${header.join(" | ")} |`,
     `| ${header.map((_, i) => (i === 0 ? "---" : "---:")).join(" | ")} |`,
@@ -77,6 +84,12 @@ export function renderMarkdown(bench, { anchor = null, chartFile = null, image =
   }
   if (chartFile) lines.push("", `![Prefill and TTFT per reducer, turn 1](${chartFile})`);
   return lines.join("\n") + "\n";
+}
+
+/** The llama runtime's binaries (description.binaries): which node-llama-cpp build, CPU variant, vision backend. */
+export function describeBinaries({ buildType, binsDir, ggmlCpu = [], vision }) {
+  const variant = ggmlCpu.length ? `, CPU variant ${ggmlCpu.join(", ")}` : "";
+  return `node-llama-cpp ${buildType} (\`${binsDir}\`${variant}); vision graph on ${vision}`;
 }
 
 /**
@@ -147,14 +160,15 @@ export function renderSvg(bench, { anchor = null } = {}) {
 
 /**
  * Writes the JSON and, next to it, <name>.md and <name>.svg. Returns the three paths.
- * The JSON has exactly the benchmark shape; the anchor and settings go in the report.
+ * The JSON has the benchmark shape plus, when it ran, the stock llama-mtmd-cli row as `anchor`
+ * (visualTokens, promptTokens, encodeMs, prefillMs, ttftMs, ...); the settings go in the report.
  */
 export function writeBenchOutputs(jsonPath, bench, { anchor = null, image = null, runs = null, threads = null } = {}) {
   mkdirSync(dirname(jsonPath) || ".", { recursive: true });
   const stem = jsonPath.replace(/\.json$/i, "");
   const markdownPath = `${stem}.md`;
   const svgPath = `${stem}.svg`;
-  writeFileSync(jsonPath, JSON.stringify(bench, null, 2) + "\n");
+  writeFileSync(jsonPath, JSON.stringify(anchor ? { ...bench, anchor } : bench, null, 2) + "\n");
   writeFileSync(svgPath, renderSvg(bench, { anchor }));
   writeFileSync(markdownPath, renderMarkdown(bench, { anchor, chartFile: basename(svgPath), image, runs, threads }));
   return { json: jsonPath, markdown: markdownPath, svg: svgPath };
@@ -182,13 +196,14 @@ function anchorCells(anchor) {
     "(in encode)",
     fmt(anchor.prefillMs),
     fmt(anchor.ttftMs),
+    "",
     ""
   ];
 }
 
 function cell(value, key) {
   if (value == null) return "";
-  if (key === "speedup") return `${value.toFixed(2)}x`;
+  if (key === "speedup" || key === "tokenRatio") return `${value.toFixed(2)}x`;
   if (typeof value === "number") return key.endsWith("Ms") ? fmt(value) : String(value);
   return String(value);
 }

@@ -20,7 +20,7 @@ export function questionFor(turnIndex) {
  * { runtime, profile, model, textTokens, results: [{ reducer, visualTokens, turns: [...] }] }.
  */
 /** What the report says about the model: the runtime's description minus run settings. */
-function modelDescription({ profile, threads, ...model }) {
+function modelDescription({ profile, threads, pipeline, ...model }) {
   return model;
 }
 
@@ -53,6 +53,7 @@ export async function runBenchmark(rt, { reducers, image, turns, runs, maxTokens
     profile: rt.description.profile,
     model: modelDescription(rt.description),
     textTokens: rt.countTextTokens(questionFor(0)),
+    ...(rt.description.pipeline && { pipeline: true }),
     results
   };
 }

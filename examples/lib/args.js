@@ -2,8 +2,8 @@
 import { parseArgs } from "node:util";
 import { LeanVisionError } from "@leanvision/core";
 
-export const LLAMA_PROFILES = ["tiny", "tiny-siglip", "small", "llava-1.5-7b", "nanollava", "tiny-tokenpacker", "small-tokenpacker"];
-export const TRANSFORMERS_PROFILES = ["tiny", "llava-1.5-7b-shaped"];
+export const LLAMA_PROFILES = ["tiny", "tiny-siglip", "small", "llava-1.5-7b", "nanollava", "tiny-next", "small-next", "llava-1.6-7b", "tiny-tokenpacker", "small-tokenpacker"];
+export const TRANSFORMERS_PROFILES = ["tiny", "llava-1.5-7b-shaped", "tiny-onevision", "tiny-nanollava", "onevision-0.5b-shaped"];
 
 /** Options every example takes: which runtime, which model (synthetic profile or real files), which image. */
 export const MODEL_OPTIONS = {

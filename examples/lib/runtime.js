@@ -10,12 +10,15 @@ export { defaultThreads };
 
 /**
  * source: { runtime: "llama"|"transformers", profile?: string, modelPath?: string, mmprojPath?: string, projectorPath?: string,
- *           threads?: number, imageCacheBytes?: number, onProgress?: (done, total) => void }
- * profile = a synthetic model written by the testkit; threads = CPU threads (llama; default: all cores but one);
- * imageCacheBytes = 0 turns the llama runtime's image cache off (the bench and the demo measure every encode).
+ *           dtype?: string, threads?: number, imageCacheBytes?: number, pipeline?: boolean, onProgress?: (done, total) => void }
+ * profile = a synthetic model written by the testkit; threads = CPU threads (llama: its threads; transformers: each
+ * onnxruntime session's intra-op threads; default: all cores but one);
+ * imageCacheBytes = 0 turns the llama runtime's image cache off (the bench and the demo measure every encode);
+ * dtype = the transformers.js dtype of the ONNX files (transformers; default fp32); pipeline = pipelined prefill (llama).
+ * projectorPath = a projector file replacing the mmproj's projector (llama; e.g. TokenPacker's).
  * Returns the adapter's VisionRuntime; `description` also names the profile.
  */
-export async function openRuntime({ runtime, profile, modelPath, mmprojPath, projectorPath, threads = defaultThreads(), imageCacheBytes, onProgress }) {
+export async function openRuntime({ runtime, profile, modelPath, mmprojPath, projectorPath, dtype, threads = defaultThreads(), imageCacheBytes, pipeline, onProgress }) {
   if (runtime !== "llama" && runtime !== "transformers") {
     throw new LeanVisionError("INVALID_INPUT", `unknown runtime "${runtime}"; use "llama" or "transformers"`);
   }
@@ -25,7 +28,7 @@ export async function openRuntime({ runtime, profile, modelPath, mmprojPath, pro
     else ({ dir: modelPath } = await testkit.ensureLlavaOnnx(profile, { onProgress }));
   }
   const adapter = await import(runtime === "llama" ? "@leanvision/llama-adapter" : "@leanvision/transformers-adapter");
-  const rt = await adapter.openVisionRuntime({ modelPath, mmprojPath, ...(projectorPath ? { projectorPath } : {}), threads, imageCacheBytes });
+  const rt = await adapter.openVisionRuntime({ modelPath, mmprojPath, ...(projectorPath && { projectorPath }), threads, imageCacheBytes, ...(dtype && { dtype }), ...(pipeline && { pipeline }) });
   rt.description.profile = profile ?? null;
   return rt;
 }

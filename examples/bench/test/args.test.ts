@@ -41,9 +41,17 @@ describe("parseBenchArgs", () => {
     expect(codeOf(() => parseBenchArgs(["--profile", "tiny", "--projector", "tp.gguf"]))).toBe("INVALID_INPUT");
   });
 
+  it("takes the NeXT profiles and --pipeline (its own default JSON name)", () => {
+    expect(parseBenchArgs(["--profile", "small-next"])).toMatchObject({ profile: "small-next", pipeline: false, json: "bench-results/bench-llama-small-next.json" });
+    expect(parseBenchArgs(["--profile", "llava-1.6-7b", "--pipeline"])).toMatchObject({ pipeline: true, json: "bench-results/bench-llama-llava-1.6-7b-pipeline.json" });
+  });
+
   it("runs the transformers runtime without the llama.cpp anchor", () => {
     const o = parseBenchArgs(["--runtime", "transformers", "--profile", "llava-1.5-7b-shaped"]);
     expect(o).toMatchObject({ runtime: "transformers", profile: "llava-1.5-7b-shaped", anchor: false });
+    const q4 = parseBenchArgs(["--runtime", "transformers", "--profile", "onevision-0.5b-shaped", "--dtype", "q4"]);
+    expect(q4).toMatchObject({ profile: "onevision-0.5b-shaped", dtype: "q4", json: "bench-results/bench-transformers-onevision-0.5b-shaped-q4.json" });
+    expect(codeOf(() => parseBenchArgs(["--dtype", "q4"]))).toBe("INVALID_INPUT"); // llama runtime
   });
 
   it("rejects bad input with INVALID_INPUT and says what to do", () => {

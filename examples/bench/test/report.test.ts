@@ -37,24 +37,32 @@ describe("medianTurns", () => {
 });
 
 describe("report", () => {
-  it("computes each turn's prefill speed-up over none", () => {
+  it("computes each turn's prefill speed-up over none, and the ratio of evaluated tokens it would scale with", () => {
     const rows = tableRows(bench);
     expect(rows.map((r) => r.speedup)).toEqual([1, 1, 5, 1.25]);
+    expect(rows.map((r) => r.tokenRatio)).toEqual([1, 1, 600 / 88, 1]);
   });
 
   it("prints one table row per reducer and turn, plus the stock anchor", () => {
     const table = formatTable(bench, anchor).split("\n");
     expect(table[0]).toMatch(/^reducer\s+visual\s+turn\s+evaluated\s+reused/);
     expect(table).toHaveLength(2 + 4 + 1);
-    expect(table[4]).toMatch(/^visionzip:54\+10\s+64\s+1\s+88\s+0\s.*\s80\.0\s+140\s+5\.00x$/);
+    expect(table[4]).toMatch(/^visionzip:54\+10\s+64\s+1\s+88\s+0\s.*\s80\.0\s+140\s+6\.82x\s+5\.00x$/);
     expect(table[6]).toMatch(/^llama-mtmd-cli \(stock\)\s+576\s+1\s+610\s+0\s/);
+  });
+
+  it("says which node-llama-cpp binaries and which vision backend the llama runtime measured", () => {
+    const binaries = { buildType: "prebuilt", binsDir: "/nlc/bins/linux-x64", ggmlCpu: ["libggml-cpu-zen4.so"], vision: "leanvision-cpu (zen4)" };
+    const md = renderMarkdown({ ...bench, model: { ...bench.model, binaries } });
+    expect(md).toContain("- Binaries: node-llama-cpp prebuilt (`/nlc/bins/linux-x64`, CPU variant libggml-cpu-zen4.so); vision graph on leanvision-cpu (zen4)");
+    expect(renderMarkdown(bench)).not.toContain("Binaries:");
   });
 
   it("writes a markdown table with the anchor row and a link to the chart", () => {
     const md = renderMarkdown(bench, { anchor, chartFile: "bench.svg", image: "/img.jpg", runs: 3 });
     const tableLines = md.split("\n").filter((l) => l.startsWith("|"));
     expect(tableLines).toHaveLength(2 + 4 + 1);
-    expect(tableLines[4]).toBe("| visionzip:54+10 | 64 | 1 | 88 | 0 | 50.0 | 2.0 | 3.0 | 80.0 | 140 | 5.00x |");
+    expect(tableLines[4]).toBe("| visionzip:54+10 | 64 | 1 | 88 | 0 | 50.0 | 2.0 | 3.0 | 80.0 | 140 | 6.82x | 5.00x |");
     expect(tableLines[6]).toContain("llama-mtmd-cli (stock) | 576 | 1 | 610");
     expect(md).toContain("synthetic `tiny` profile");
     expect(md).toContain("median of 3 runs");
@@ -86,12 +94,15 @@ describe("report", () => {
     expect(svg).toContain("&lt;x&amp;y&gt;");
   });
 
-  it("writes the JSON in exactly the benchmark shape, with .md and .svg beside it", () => {
+  it("writes the JSON in the benchmark shape plus the stock anchor, with .md and .svg beside it", () => {
     const dir = mkdtempSync(join(tmpdir(), "lv-bench-"));
     const paths = writeBenchOutputs(join(dir, "sub", "run.json"), bench, { anchor, runs: 3 });
     expect(paths).toEqual({ json: join(dir, "sub", "run.json"), markdown: join(dir, "sub", "run.md"), svg: join(dir, "sub", "run.svg") });
     const json = JSON.parse(readFileSync(paths.json, "utf8"));
-    expect(Object.keys(json)).toEqual(["runtime", "profile", "model", "textTokens", "results"]);
+    expect(Object.keys(json)).toEqual(["runtime", "profile", "model", "textTokens", "results", "anchor"]);
+    expect(json.anchor).toMatchObject({ visualTokens: 576, promptTokens: 610, encodeMs: 55, prefillMs: 420, ttftMs: 475 });
+    const without = JSON.parse(readFileSync(writeBenchOutputs(join(dir, "plain.json"), bench).json, "utf8"));
+    expect(Object.keys(without)).toEqual(["runtime", "profile", "model", "textTokens", "results"]);
     expect(Object.keys(json.results[0])).toEqual(["reducer", "visualTokens", "turns"]);
     expect(Object.keys(json.results[0].turns[0])).toEqual([
       "turn", "evaluatedTokens", "reusedTokens", "encodeMs", "reduceMs", "projectMs", "prefillMs", "ttftMs"

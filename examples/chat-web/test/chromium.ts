@@ -1,6 +1,6 @@
 // Debian's chromium for the browser test: installed with apt when missing.
 import { existsSync } from "node:fs";
-import { execFileSync } from "node:child_process";
+import { aptInstall } from "@leanvision/testkit";
 
 export const CHROMIUM_PATH = "/usr/bin/chromium";
 
@@ -18,16 +18,10 @@ export const CHROMIUM_ARGS = [
 
 export function ensureChromium(): string {
   if (existsSync(CHROMIUM_PATH)) return CHROMIUM_PATH;
-  const asRoot = process.getuid?.() === 0 ? [] : ["sudo", "-n"];
-  const run = (cmd: string[]) => {
-    const [file, ...args] = [...asRoot, ...cmd];
-    execFileSync(file, args, { stdio: "inherit", env: { ...process.env, DEBIAN_FRONTEND: "noninteractive" } });
-  };
   try {
-    run(["apt-get", "update"]);
-    run(["apt-get", "install", "-y", "chromium"]);
+    aptInstall(["chromium"]);
   } catch (error) {
-    throw new Error(`could not install Debian's chromium (apt-get install -y chromium); install it and re-run: ${(error as Error).message}`);
+    throw new Error(`could not install Debian's chromium; install it and re-run: ${(error as Error).message}`);
   }
   if (!existsSync(CHROMIUM_PATH)) throw new Error(`apt-get installed chromium but ${CHROMIUM_PATH} is missing`);
   return CHROMIUM_PATH;

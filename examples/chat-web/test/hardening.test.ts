@@ -11,7 +11,8 @@ import { startChatServer, BUDGETS } from "../server.js";
 type App = Awaited<ReturnType<typeof startChatServer>>;
 
 const MAX_CONVERSATIONS = 3;
-const BODY_TIMEOUT_MS = 1500;
+// Long enough that ten concurrent image uploads arrive on a busy 2-core machine, short enough to test.
+const BODY_TIMEOUT_MS = 5000;
 const IMAGE = readFileSync(sampleImagePath()).toString("base64");
 
 let app: App;

@@ -31,9 +31,11 @@ const leastAttended: ReducerDefinition<LeastSpec> = {
   needs: () => ({ attention: true, keys: false }),
   count: (tile, s) => Math.min(s.keep, tile.numTokens - (tile.clsIndex === null ? 0 : 1)),
   reduce(tile: VisionFeatures, s): ReducedTokens {
-    calls.push(`${tile.numTokens}:${tile.attention ? "attention" : "none"}`);
+    // A runtime gives the whole attention, or (transformers: computed in the graph) the per-token scores.
+    calls.push(`${tile.numTokens}:${tile.attention ? "attention" : tile.attentionScores ? "scores" : "none"}`);
     const n = tile.numTokens;
     const score = (t: number) => {
+      if (!tile.attention) return tile.attentionScores![t];
       let sum = 0;
       for (let h = 0; h < tile.heads!; h++) {
         if (tile.clsIndex !== null) sum += tile.attention![(h * n + tile.clsIndex) * n + t];
@@ -78,7 +80,7 @@ describe.each([
     expect(chat.lastTurn).toMatchObject({ reducer: "least-attended:7", visualTokens: 7 });
     expect(chat.lastTurn!.images[0].provenance).toHaveLength(7);
     expect(calls).toHaveLength(1);
-    expect(calls[0]).toMatch(/:attention$/);
+    expect(calls[0]).toMatch(/:(attention|scores)$/);
     expect(await rt.countTokens(image, "least-attended:7")).toBe(7);
     await chat.dispose();
   });

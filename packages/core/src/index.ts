@@ -44,7 +44,14 @@ export {
 } from "./registry.js";
 export { reduce, reduceImage, concatTiles, countReduced, toReducerSpec, parseReducerSpec, formatReducerSpec, SPEC_HELP } from "./reduce.js";
 export { ADAPTIVE_DEFAULT_MIN, ADAPTIVE_DEFAULT_MAX } from "./reducers/index.js";
-export { visionZip, visionZipAdaptive, type VisionZipOptions, type AdaptiveVisionZipOptions } from "./visionzip.js";
+export {
+  visionZip,
+  visionZipAdaptive,
+  visionZipAdaptiveImage,
+  visionZipNextOrder,
+  type VisionZipOptions,
+  type AdaptiveVisionZipOptions
+} from "./visionzip.js";
 export { poolTokens, type PoolOptions } from "./pool.js";
 export { regionPack, type RegionPackOptions } from "./regionpack.js";
 export {

@@ -43,6 +43,11 @@ export interface ReducerDefinition<Spec extends ReducerSpec = ReducerSpec> {
   count(tile: TileShape, spec: Spec): number | null;
   /** Reduces a whole image when tiles depend on each other (order, budget); default: each tile on its own, in tile order. */
   reduceImage?(image: ImageFeatures, spec: Spec): ReducedImage;
+  /**
+   * reduceImage's output starts with tile 0's own `reduce` output, unchanged (VisionZip's NeXT order):
+   * a runtime may then feed the overview's rows before the other tiles are encoded.
+   */
+  readonly leadsWithTile0?: boolean;
 }
 
 const registry = new Map<string, ReducerDefinition>();

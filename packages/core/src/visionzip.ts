@@ -5,7 +5,7 @@
 import { LeanVisionError } from "./errors.js";
 import { checkAttention, checkFeatures, checkInteger, checkOutputFinite, nonFiniteError, patchToken, single } from "./features.js";
 import { columnSums, contextualTokens } from "./kernels/visionzip.js";
-import type { ReducedTokens, TokenProvenance, VisionFeatures } from "./types.js";
+import type { ImageFeatures, ReducedImage, ReducedTokens, TileTokenProvenance, TokenProvenance, VisionFeatures } from "./types.js";
 
 export interface VisionZipOptions {
   /** Dominant tokens to keep, counting the CLS token when there is one (paper: 54, 108, 162). */
@@ -181,4 +181,107 @@ function zip(
   const reduced: ReducedTokens = { hidden: out, numTokens, dim, provenance };
   checkOutputFinite(f, reduced, reducer);
   return reduced;
+}
+
+/**
+ * VisionZip's LLaVA-NeXT order for a multi-tile image whose tiles were each reduced as a single
+ * image (official VisionZip, visionzip/llava_arch.py, prepare_inputs_labels_for_multimodal_visionzip
+ * and restore_image_features_sorted):
+ *  1. the overview tile's tokens, in single-tile order (CLS, dominant patches, contextual tokens);
+ *  2. the high-resolution tiles' dominant patches, put back on the combined high-resolution grid
+ *     (tileGrid.rows x grid.rows by tileGrid.cols x grid.cols) and read in raster order across tiles;
+ *  3. every high-resolution tile's CLS, in tile order;
+ *  4. every high-resolution tile's contextual tokens, tile after tile.
+ * No image newline and no unpadding (the official code builds the newline but never inserts it). With
+ * no contextual tokens there are none (the official `[:, -0:]` would repeat every token). An image
+ * without high-resolution tiles is its one tile's reduction, unchanged.
+ */
+export function visionZipNextOrder(image: ImageFeatures, reduced: ReducedTokens[]): ReducedImage {
+  const { rows: tileRows, cols: tileCols } = image.tileGrid;
+  const dim = reduced[0].dim;
+  if (reduced.length === 1) {
+    return { hidden: reduced[0].hidden, numTokens: reduced[0].numTokens, dim, provenance: reduced[0].provenance.map((p) => ({ ...p, tile: 0 })), tiles: reduced };
+  }
+  // Output rows as (tile, row of that tile's reduction), in output order.
+  const picks: Array<[number, number]> = [];
+  reduced[0].provenance.forEach((_, r) => picks.push([0, r]));
+  // Dominant patches of the high-resolution tiles on the combined grid: key = global raster index.
+  const { rows: gr, cols: gc } = image.tiles[1].grid;
+  const dominant: Array<[number, number, number]> = []; // [global raster index, tile, row]
+  for (let tile = 1; tile < reduced.length; tile++) {
+    const f = image.tiles[tile];
+    if (f.grid.rows !== gr || f.grid.cols !== gc) {
+      throw new LeanVisionError("INVALID_FEATURES", `visionZip (NeXT order): high-resolution tiles must share one patch grid (tile ${tile} is ${f.grid.rows}x${f.grid.cols}, tile 1 ${gr}x${gc})`);
+    }
+    const tr = Math.floor((tile - 1) / tileCols);
+    const tc = (tile - 1) % tileCols;
+    reduced[tile].provenance.forEach((p, row) => {
+      if (p.kind !== "dominant") return;
+      const t = p.sources[0];
+      const patch = f.clsIndex !== null && t > f.clsIndex ? t - 1 : t;
+      const y = tr * gr + Math.floor(patch / gc);
+      const x = tc * gc + (patch % gc);
+      dominant.push([y * tileCols * gc + x, tile, row]);
+    });
+  }
+  dominant.sort((a, b) => a[0] - b[0]);
+  for (const [, tile, row] of dominant) picks.push([tile, row]);
+  for (const kind of ["cls", "contextual"] as const) {
+    for (let tile = 1; tile < reduced.length; tile++) {
+      reduced[tile].provenance.forEach((p, row) => p.kind === kind && picks.push([tile, row]));
+    }
+  }
+  const expected = reduced.reduce((n, t) => n + t.numTokens, 0);
+  if (picks.length !== expected || tileRows * tileCols !== reduced.length - 1) {
+    throw new LeanVisionError("INVALID_FEATURES", "visionZip (NeXT order): every high-resolution token must be CLS, dominant or contextual, over a full tile grid");
+  }
+  const hidden = new Float32Array(expected * dim);
+  const provenance: TileTokenProvenance[] = [];
+  picks.forEach(([tile, row], i) => {
+    hidden.set(reduced[tile].hidden.subarray(row * dim, (row + 1) * dim), i * dim);
+    provenance.push({ ...reduced[tile].provenance[row], tile });
+  });
+  return { hidden, numTokens: expected, dim, provenance, tiles: reduced };
+}
+
+/**
+ * The adaptive budget over a whole image. Rule: every patch of every tile is weighed by its share of
+ * its own tile's dominance score mass (so each tile's mass counts 1); the image keeps the fewest
+ * patches, largest shares first, that together reach `coverage` of the image's mass (coverage x
+ * tiles). Equivalently, each tile keeps its patches whose share is at least one common threshold.
+ * A tile whose attention is concentrated is covered by a few patches (its tail shares are tiny); a
+ * tile whose attention is spread has many mid-sized shares and gets many more: the budget goes where
+ * the mass is spread, and no other split reaches the same total mass with fewer tokens. Each tile's
+ * count (CLS included) is then clamped to [min, max]; contextual tokens are per tile. A single tile
+ * is exactly visionZipAdaptive. Tiles come back in VisionZip's NeXT order (visionZipNextOrder).
+ */
+export function visionZipAdaptiveImage(image: ImageFeatures, options: AdaptiveVisionZipOptions): ReducedImage {
+  if (image.tiles.length === 1) return visionZipNextOrder(image, [visionZipAdaptive(image.tiles[0], options)]);
+  const name = "visionZipAdaptive";
+  const coverage = options?.coverage;
+  if (typeof coverage !== "number" || !(coverage > 0 && coverage <= 1)) {
+    throw new LeanVisionError("INVALID_OPTIONS", `${name}: coverage must be a number in (0, 1] (got ${coverage})`);
+  }
+  const rankings = image.tiles.map((f) => rankPatches(f, name));
+  // Every patch's share of its tile's mass; shares sorted descending (ties: lower tile, then lower patch).
+  const shares: Array<[number, number]> = []; // [share, tile]
+  rankings.forEach(({ scores }, tile) => {
+    let total = 0;
+    for (let p = scores.length - 1; p >= 0; p--) total += scores[p];
+    for (let p = 0; p < scores.length; p++) shares.push([total > 0 ? scores[p] / total : 0, tile]);
+  });
+  shares.sort((a, b) => b[0] - a[0] || a[1] - b[1]);
+  const counts = new Array<number>(image.tiles.length).fill(0);
+  const target = coverage * image.tiles.length;
+  for (let i = 0, mass = 0; i < shares.length && mass < target; i++) {
+    mass += shares[i][0];
+    counts[shares[i][1]]++;
+  }
+  const reduced = image.tiles.map((f, tile) => {
+    const min = checkInteger(name, "min", options.min, 1, f.numTokens);
+    const max = checkInteger(name, "max", options.max, min, f.numTokens);
+    const chosenDominant = Math.min(max, Math.max(min, counts[tile] + (rankings[tile].hasCls ? 1 : 0)));
+    return { ...zip(f, rankings[tile], chosenDominant, options.contextual, name), chosenDominant };
+  });
+  return visionZipNextOrder(image, reduced);
 }

@@ -93,11 +93,15 @@ describe("multi-tile images", () => {
     expect(one.tiles).toHaveLength(1);
   });
 
-  it("reduces every tile on its own, in tile order, each provenance entry naming its tile", () => {
+  it("reduces every tile on its own, in tile order unless the reducer orders tiles itself, each provenance entry naming its tile", () => {
+    const pooled = reduceImage(image(3, 1, 2), parseReducerSpec("pool:3"));
+    expect(pooled.provenance.map((p) => p.tile)).toEqual([...Array(4).fill(0), ...Array(4).fill(1), ...Array(4).fill(2)]);
+    expect(pooled.hidden.subarray(4 * pooled.dim, 8 * pooled.dim)).toEqual(pooled.tiles[1].hidden);
+    // VisionZip orders a NeXT image's tiles itself (test/visionzip-next.test.ts): the overview first, whole.
     const out = reduceImage(image(3, 1, 2), parseReducerSpec("visionzip:10+5"));
     expect(out.numTokens).toBe(45);
-    expect(out.provenance.map((p) => p.tile)).toEqual([...Array(15).fill(0), ...Array(15).fill(1), ...Array(15).fill(2)]);
-    expect(out.hidden.subarray(15 * out.dim, 30 * out.dim)).toEqual(out.tiles[1].hidden);
+    expect(out.provenance.slice(0, 15).every((p) => p.tile === 0)).toBe(true);
+    expect(out.provenance.filter((p) => p.tile === 2)).toHaveLength(15);
     expect(countReduced(image(3, 1, 2).tiles, parseReducerSpec("visionzip:10+5"))).toBe(45);
     expect(countReduced(image(3, 1, 2).tiles, parseReducerSpec("visionzip:auto:0.5+5"))).toBeNull();
     const masks = tileKeepMasks(out.provenance, image(3, 1, 2).tiles);

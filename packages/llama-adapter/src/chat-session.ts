@@ -3,10 +3,10 @@
 // message carries a marker that renders as the image's placeholder tokens (see injection.ts). The
 // image precedes the text, as in LLaVA ("<image>\n<question>").
 import { DEFAULT_MAX_TOKENS, formatReducerSpec, LeanVisionError, toReducerSpec, turnImage } from "@leanvision/core";
-import type { ReducerInput, ReducerSpec, TurnImage, VisionChat, VisionPromptOptions, VisionTurn } from "@leanvision/core";
+import type { EncodedImage, ReducerInput, ReducerSpec, TurnImage, VisionChat, VisionPromptOptions, VisionTurn } from "@leanvision/core";
 import { LlamaChatSession } from "node-llama-cpp";
 import type { ChatHistoryItem, LlamaChatSessionOptions, LlamaContextSequence, Token } from "node-llama-cpp";
-import { createInjectedImage, SequenceInjector } from "./injection.js";
+import { createInjectedImage, previewMarker, SequenceInjector } from "./injection.js";
 import type { DecodeEvent, InjectedImage } from "./injection.js";
 import type { LlamaVisionModel } from "./vision-model.js";
 
@@ -18,6 +18,13 @@ export interface VisionChatSessionOptions {
   systemPrompt?: string;
   /** Passed to LlamaChatSession; `"auto"` (its default) picks one from the model. */
   chatWrapper?: LlamaChatSessionOptions["chatWrapper"];
+  /**
+   * Pipelined prefill (default false): the prompt starts as soon as its images' token counts are
+   * known, so the text before an image and each tile's kept embeddings prefill while later tiles
+   * still encode (LlamaVisionModel.streamImage). Images whose count depends on their content
+   * (adaptive budgets) are encoded first, as without it.
+   */
+  pipeline?: boolean;
 }
 
 export type { VisionPromptOptions };
@@ -86,7 +93,9 @@ export class VisionChatSession implements VisionChat {
   private queue: Promise<unknown> = Promise.resolve();
   private isDisposed = false;
 
-  constructor({ contextSequence, vision, reducer = "none", systemPrompt, chatWrapper }: VisionChatSessionOptions) {
+  private readonly pipeline: boolean;
+
+  constructor({ contextSequence, vision, reducer = "none", systemPrompt, chatWrapper, pipeline = false }: VisionChatSessionOptions) {
     if (contextSequence == null || vision == null) {
       throw new LeanVisionError("INVALID_INPUT", "new VisionChatSession({ contextSequence, vision }) needs both a context sequence and a vision model");
     }
@@ -94,6 +103,7 @@ export class VisionChatSession implements VisionChat {
       throw new LeanVisionError("INVALID_INPUT", "the context sequence and the vision model were loaded for different models; use the same LlamaModel");
     }
     this.vision = vision;
+    this.pipeline = pipeline;
     this.reducer = toReducerSpec(reducer);
     this.injector = new SequenceInjector(contextSequence, vision.decodeEmbeddings, (event) => this.recorder?.onDecode(event));
     try {
@@ -166,29 +176,49 @@ export class VisionChatSession implements VisionChat {
     const turnImages: TurnImage[] = [];
     const injected: InjectedImage[] = [];
     const expectedEmbd = this.sequence.model.embeddingVectorSize;
-    for (const input of imageInputs) {
-      throwIfAborted(options.signal); // between images: an encode itself runs to its end
-      const encoded = await this.vision.encodeImage(input, spec, { cache: true });
+    const requested = options.maxTokens ?? DEFAULT_MAX_TOKENS;
+    if (!Number.isInteger(requested) || requested < 1) throw new LeanVisionError("INVALID_INPUT", `maxTokens must be a positive integer, got ${requested}`);
+    // The tiles (LLaVA-1.6) and the token count of each image follow from its size: a message that
+    // cannot fit is CONTEXT_OVERFLOW before anything is encoded (adaptive budgets are checked after).
+    const decoded = [];
+    for (const input of imageInputs) decoded.push(await this.vision.decodeImage(input));
+    const predicted = decoded.map((rgb) => this.vision.predictTokens(rgb, spec));
+    if (predicted.every((n): n is number => n !== null)) {
+      this.ensureFits(`${predicted.map(previewMarker).join("")}\n${text}`, predicted.reduce((a, b) => a + b, 0));
+    }
+    if (this.vision.nEmbd !== expectedEmbd) {
+      throw new LeanVisionError(
+        "MMPROJ_MISMATCH",
+        `the mmproj projects to ${this.vision.nEmbd} dimensions but the language model's embeddings have ${expectedEmbd}; use the mmproj made for this model`
+      );
+    }
+    const record = (encoded: EncodedImage) => {
       if (encoded.fromCache) cacheHits++;
-      this.ensureNotDisposed();
-      if (encoded.nEmbd !== expectedEmbd) {
-        throw new LeanVisionError(
-          "MMPROJ_MISMATCH",
-          `the mmproj projects to ${encoded.nEmbd} dimensions but the language model's embeddings have ${expectedEmbd}; use the mmproj made for this model`
-        );
-      }
       timings.encodeMs += encoded.timings.encodeMs;
       timings.reduceMs += encoded.timings.reduceMs;
       timings.projectMs += encoded.timings.projectMs;
-      injected.push(createInjectedImage(encoded.embeddings, encoded.nEmbd));
       turnImages.push(turnImage(encoded));
+    };
+    // Pipelined: the images' rows are injected as their tiles finish (the prompt starts now).
+    const pending: Array<Promise<EncodedImage>> = [];
+    const pipelined = this.pipeline && predicted.every((n) => n !== null);
+    for (const input of decoded) {
+      throwIfAborted(options.signal); // between images: an encode itself runs to its end
+      if (pipelined) {
+        const stream = await this.vision.streamImage(input, spec, { cache: true });
+        pending.push(stream.done);
+        injected.push(createInjectedImage(stream.embeddings, this.vision.nEmbd, stream.ready < stream.embeddings.length / this.vision.nEmbd ? stream : undefined));
+        continue;
+      }
+      const encoded = await this.vision.encodeImage(input, spec, { cache: true });
+      this.ensureNotDisposed();
+      record(encoded);
+      injected.push(createInjectedImage(encoded.embeddings, encoded.nEmbd));
     }
     const visualTokens = injected.reduce((sum, image) => sum + image.tokenCount, 0);
     const userText = injected.length > 0 ? `${injected.map((image) => image.marker).join("")}\n${text}` : text;
     // The answer may use the room the system prompt and this message leave: older turns can be
     // shifted out to make it, this turn (its images) never is.
-    const requested = options.maxTokens ?? DEFAULT_MAX_TOKENS;
-    if (!Number.isInteger(requested) || requested < 1) throw new LeanVisionError("INVALID_INPUT", `maxTokens must be a positive integer, got ${requested}`);
     const room = this.sequence.contextSize - this.ensureFits(userText, visualTokens) - ANSWER_MARGIN;
     const maxTokens = Math.min(requested, room);
     throwIfAborted(options.signal);
@@ -216,6 +246,7 @@ export class VisionChatSession implements VisionChat {
       this.recorder = undefined;
     }
 
+    for (const encoded of await Promise.all(pending)) record(encoded);
     const prefillEnd = recorder.prefillEnd ?? performance.now();
     this.history.push({
       turn: this.history.length + 1,

@@ -38,7 +38,7 @@ export class ImageCache {
   set(key: string, image: EncodedImage): void {
     const stored: EncodedImage = {
       ...image,
-      features: { ...image.features, tiles: image.features.tiles.map(({ attention, heads, keys, keyDim, ...tile }) => tile) }
+      features: { ...image.features, tiles: image.features.tiles.map(({ attention, attentionScores, heads, keys, keyDim, ...tile }) => tile) }
     };
     const bytes = sizeOf(stored);
     if (bytes > this.maxBytes) return;

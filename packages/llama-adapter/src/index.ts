@@ -5,11 +5,12 @@ export { openVisionRuntime, defaultThreads } from "./runtime.js";
 export type { OpenLlamaRuntimeOptions, LlamaVisionRuntime } from "./runtime.js";
 
 // The vision stage: loading an mmproj and encoding images into reduced embeddings.
-export { loadVisionModel, LlamaVisionModel, decodeImage } from "./vision-model.js";
+export { loadVisionModel, LlamaVisionModel } from "./vision-model.js";
+export { decodeImage, DEFAULT_MAX_PIXELS } from "@leanvision/image";
 export type { EncodedImage, EncodeOptions, ImageInput, LoadVisionModelOptions, RawRgbImage } from "./vision-model.js";
 export { ImageCache, DEFAULT_IMAGE_CACHE_BYTES } from "./image-cache.js";
-export { loadNativeBinding } from "./native-binding.js";
-export type { DecodeEmbeddings, NativeBinding, NativeVisionFeatures, ProjectorFileHandle, VisionContextHandle, VisionContextInfo } from "./native-binding.js";
+export { binariesInUse, loadNativeBinding } from "./native-binding.js";
+export type { BinariesInUse, DecodeEmbeddings, NativeBinding, NativeVisionFeatures, ProjectorFileHandle, VisionContextHandle, VisionContextInfo } from "./native-binding.js";
 export { inspectProjectorFile, PROJECTOR_FILE_ARCHITECTURE } from "./projector-file.js";
 export type { ProjectorFileInfo, MlpProjectorFileInfo, TokenPackerProjectorFileInfo } from "./projector-file.js";
 

@@ -37,6 +37,11 @@ export interface InjectedImage {
   readonly nEmbd: number;
   /** Text that the patched tokenizer turns into this image's placeholder tokens. */
   readonly marker: string;
+  /**
+   * Set while the image is still being encoded (pipelined prefill): rows [0, ready) of `embeddings`
+   * are final; decoding a placeholder waits for its row.
+   */
+  readonly pending?: { readonly ready: number; waitFor(rows: number): Promise<void> };
 }
 
 // Markers: U+E000 "lv" <process nonce> ":" <first placeholder id> ":" <count> U+E001 (private-use
@@ -47,7 +52,7 @@ const MARKER_RE = /\uE000lv([0-9a-f]{8}):(\d+):(\d+)\uE001/g;
 const MARKER_START = "\uE000lv";
 let nextPlaceholder = PLACEHOLDER_BASE;
 
-export function createInjectedImage(embeddings: Float32Array, nEmbd: number): InjectedImage {
+export function createInjectedImage(embeddings: Float32Array, nEmbd: number, pending?: InjectedImage["pending"]): InjectedImage {
   if (!Number.isInteger(nEmbd) || nEmbd <= 0 || embeddings.length === 0 || embeddings.length % nEmbd !== 0) {
     throw new LeanVisionError("INVALID_INPUT", `image embeddings of length ${embeddings.length} are not rows of ${nEmbd} values`);
   }
@@ -55,7 +60,16 @@ export function createInjectedImage(embeddings: Float32Array, nEmbd: number): In
   const firstToken = nextPlaceholder;
   nextPlaceholder += tokenCount;
   const marker = `\uE000lv${PROCESS_NONCE}:${firstToken}:${tokenCount}\uE001`;
-  return { firstToken, tokenCount, embeddings, nEmbd, marker };
+  return { firstToken, tokenCount, embeddings, nEmbd, marker, ...(pending && { pending }) };
+}
+
+/**
+ * A marker for `tokenCount` placeholders that stands for no image: text holding it tokenizes to the
+ * same number of tokens as with a real image's marker (to check that a message fits before its
+ * images are encoded). Never decode it: no image is registered for its placeholders.
+ */
+export function previewMarker(tokenCount: number): string {
+  return `\uE000lv${PROCESS_NONCE}:${PLACEHOLDER_BASE}:${tokenCount}\uE001`;
 }
 
 /** Placeholder tokens a text's markers expand to, in order (for tests and bookkeeping). */
@@ -274,34 +288,47 @@ export class SequenceInjector {
     tokenMeter: { useTokens(count: number, type: "input" | "output"): void } | undefined,
     afterBatchAction: ((sequenceStateLength: number) => unknown) | undefined
   ): Promise<void> {
+    for (const group of this.rowGroups(tokens)) {
+      // A pending image (pipelined prefill): its rows are decoded as they become final.
+      for (let done = 0; done < group.count; ) {
+        let count = group.count - done;
+        if (group.image.pending) {
+          await group.image.pending.waitFor(group.firstRow + done + 1);
+          count = Math.min(count, group.image.pending.ready - group.firstRow - done);
+        }
+        await this.injectRows(group.image, group.firstRow + done, count, tokens.slice(group.offset + done, group.offset + done + count));
+        tokenMeter?.useTokens(count, "input");
+        await afterBatchAction?.(this.internals._nextTokenIndex);
+        done += count;
+      }
+    }
+  }
+
+  /** Decodes rows [firstRow, firstRow + count) of an image at the sequence's next positions, as `placeholders`. */
+  private async injectRows(image: InjectedImage, firstRow: number, count: number, placeholders: Token[]): Promise<void> {
     const sequence = this.internals;
     const context = sequence._context;
-    for (const group of this.rowGroups(tokens)) {
-      const { image, firstRow, count } = group;
-      if (sequence._loadedTokenPredictions.length > 0) {
-        throw new LeanVisionError("INVALID_INPUT", "cannot inject an image while token predictions are loaded in the sequence");
-      }
-      if (sequence._nextTokenIndex + count > context.contextSize - 1) {
-        throw new LeanVisionError(
-          "CONTEXT_OVERFLOW",
-          `an image of ${count} visual tokens at position ${sequence._nextTokenIndex} does not fit in the context of ` +
-            `${context.contextSize} tokens; use a larger contextSize or a reducer with a smaller budget`
-        );
-      }
-      const rows = image.embeddings.subarray(firstRow * image.nEmbd, (firstRow + count) * image.nEmbd);
-      await withContextLock(this.sequence.context, async () => {
-        const preventDisposal = context._backendContextDisposeGuard.createPreventDisposalHandle();
-        try {
-          await this.decodeEmbeddings(context._ctx, sequence._sequenceId, sequence._nextTokenIndex, rows, count, image.nEmbd, context.batchSize);
-        } finally {
-          preventDisposal.dispose();
-        }
-        sequence._contextTokens = sequence._contextTokens.concat(tokens.slice(group.offset, group.offset + count));
-        sequence._nextTokenIndex += count;
-      });
-      tokenMeter?.useTokens(count, "input");
-      await afterBatchAction?.(sequence._nextTokenIndex);
+    if (sequence._loadedTokenPredictions.length > 0) {
+      throw new LeanVisionError("INVALID_INPUT", "cannot inject an image while token predictions are loaded in the sequence");
     }
+    if (sequence._nextTokenIndex + count > context.contextSize - 1) {
+      throw new LeanVisionError(
+        "CONTEXT_OVERFLOW",
+        `an image of ${count} visual tokens at position ${sequence._nextTokenIndex} does not fit in the context of ` +
+          `${context.contextSize} tokens; use a larger contextSize or a reducer with a smaller budget`
+      );
+    }
+    const rows = image.embeddings.subarray(firstRow * image.nEmbd, (firstRow + count) * image.nEmbd);
+    await withContextLock(this.sequence.context, async () => {
+      const preventDisposal = context._backendContextDisposeGuard.createPreventDisposalHandle();
+      try {
+        await this.decodeEmbeddings(context._ctx, sequence._sequenceId, sequence._nextTokenIndex, rows, count, image.nEmbd, context.batchSize);
+      } finally {
+        preventDisposal.dispose();
+      }
+      sequence._contextTokens = sequence._contextTokens.concat(placeholders);
+      sequence._nextTokenIndex += count;
+    });
   }
 
   /** Splits placeholder tokens into runs of consecutive rows of one image. */

@@ -36,7 +36,7 @@ export interface VisionContextInfo {
   featureLayerIndex: number;
   /** LLaVA-1.6 any-resolution candidates (clip.vision.image_grid_pinpoints) as [width, height]; empty for fixed-size models. */
   gridPinpoints: Array<[number, number]>;
-  /** The file has v.image_newline (LLaVA-1.6). */
+  /** The file has LLaVA-1.6's image newline (v.image_newline or model.image_newline); mtmd never inserts it. */
   hasImageNewline: boolean;
 }
 
@@ -132,7 +132,7 @@ class MmprojCheck {
       layers: h.nLayer,
       featureLayerIndex: h.featureLayerIndex,
       gridPinpoints: h.pinpoints,
-      hasImageNewline: this.tensors.has("v.image_newline"),
+      hasImageNewline: this.tensors.has("v.image_newline") || this.tensors.has("model.image_newline"),
     };
   }
 
@@ -336,7 +336,9 @@ class MmprojCheck {
     vector("mm.0.bias", hidden, "[mm.0.weight's output size]");
     expect("mm.2.weight", [hidden, outputDim], "[mm.0.weight's output size, the language model's n_embd]", "matrix");
     vector("mm.2.bias", outputDim, "[mm.2.weight's output size]");
-    if (has("v.image_newline")) vector("v.image_newline", outputDim, "[mm.2.weight's output size]");
+    // LLaVA-1.6's learned newline: "v.image_newline" (clip.cpp loads it for mlp, no graph reads it) or
+    // "model.image_newline" (the name llama.cpp's legacy 1.6 conversion writes; clip.cpp ignores it).
+    for (const name of ["v.image_newline", "model.image_newline"]) if (has(name)) vector(name, outputDim, "[mm.2.weight's output size]");
     this.checkExpected(expected);
     for (const name of this.tensors.keys()) {
       if (expected.has(name)) continue;

@@ -5,6 +5,7 @@ import { LeanVisionError, toReducerSpec } from "@leanvision/core";
 import type { ImageInput, ReducerInput, VisionChatOptions, VisionRuntime } from "@leanvision/core";
 import type { Llama, LlamaContext, LlamaModel } from "node-llama-cpp";
 import { VisionChatSession } from "./chat-session.js";
+import { binariesInUse } from "./native-binding.js";
 import { loadVisionModel, type LlamaVisionModel } from "./vision-model.js";
 
 export interface OpenLlamaRuntimeOptions {
@@ -25,6 +26,12 @@ export interface OpenLlamaRuntimeOptions {
   imageCacheBytes?: number;
   /** An already loaded `await getLlama(...)`; default: node-llama-cpp's prebuilt binaries, no source build. */
   llama?: Llama;
+  /**
+   * Pipelined prefill (VisionChatSessionOptions.pipeline): tiles encode while earlier tiles' embeddings
+   * prefill, the threads split between the two (vision ceil(threads / 2), language model the rest, at
+   * least one each). Default false: every stage gets all the threads, one after the other.
+   */
+  pipeline?: boolean;
 }
 
 /** All cores but one: ggml's threads spin while another process holds a core. */
@@ -41,17 +48,19 @@ export interface LlamaVisionRuntime extends VisionRuntime {
 
 /** Loads a LLaVA GGUF pair into node-llama-cpp and returns the runtime contract over it. */
 export async function openVisionRuntime(options: OpenLlamaRuntimeOptions): Promise<LlamaVisionRuntime> {
-  const { modelPath, mmprojPath, projectorPath, threads = defaultThreads(), contextSize = 4096, imageCacheBytes } = options ?? ({} as OpenLlamaRuntimeOptions);
+  const { modelPath, mmprojPath, projectorPath, threads = defaultThreads(), contextSize = 4096, imageCacheBytes, pipeline = false } = options ?? ({} as OpenLlamaRuntimeOptions);
   if (typeof modelPath !== "string" || typeof mmprojPath !== "string") {
     throw new LeanVisionError("INVALID_INPUT", "openVisionRuntime({ modelPath, mmprojPath }): pass the language model GGUF and its mmproj GGUF");
   }
   if (!Number.isInteger(threads) || threads < 1) throw new LeanVisionError("INVALID_INPUT", `threads must be a positive integer (got ${threads})`);
+  const visionThreads = pipeline ? Math.ceil(threads / 2) : threads;
+  const contextThreads = pipeline ? Math.max(1, threads - visionThreads) : threads;
   const ownsLlama = options.llama === undefined;
   const llama = options.llama ?? (await loadLlama());
   const model = await llama.loadModel({ modelPath });
   let vision: LlamaVisionModel;
   try {
-    vision = await loadVisionModel({ llama, model, mmprojPath, projectorPath, threads, imageCacheBytes });
+    vision = await loadVisionModel({ llama, model, mmprojPath, projectorPath, threads: visionThreads, imageCacheBytes });
   } catch (error) {
     await model.dispose();
     if (ownsLlama) await llama.dispose();
@@ -69,17 +78,19 @@ export async function openVisionRuntime(options: OpenLlamaRuntimeOptions): Promi
       mmprojPath,
       projectorPath: projectorPath ?? null,
       threads,
+      pipeline,
       imageCacheBytes: vision.imageCache.maxBytes,
       parameters: Number((model.fileInsights as { totalElements?: number }).totalElements ?? 0) || undefined,
-      trainContextSize: model.trainContextSize
+      trainContextSize: model.trainContextSize,
+      binaries: { ...binariesInUse(llama), vision: vision.backend }
     },
     countTextTokens: (text: string) => model.tokenize(text).length,
     countTokens: (image: ImageInput, reducer?: ReducerInput) => vision.countTokens(image, reducer),
     encodeImage: (image: ImageInput, reducer?: ReducerInput) => vision.encodeImage(image, reducer),
     async createChat({ reducer, systemPrompt }: VisionChatOptions = {}) {
       const spec = toReducerSpec(reducer ?? "none"); // a bad reducer fails before a context is made
-      const context = await model.createContext({ contextSize: { max: contextSize }, threads });
-      const session = new VisionChatSession({ contextSequence: context.getSequence(), vision, reducer: spec, systemPrompt });
+      const context = await model.createContext({ contextSize: { max: contextSize }, threads: contextThreads });
+      const session = new VisionChatSession({ contextSequence: context.getSequence(), vision, reducer: spec, systemPrompt, pipeline });
       chats.set(session, context);
       const dispose = session.dispose.bind(session);
       // Disposing the chat frees its context too.

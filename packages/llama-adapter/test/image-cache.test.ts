@@ -1,58 +1,43 @@
 // The image cache: a repeat of the same pixels with the same reducer is not encoded again, gives the
 // same embeddings, is shared by the sessions of one vision model, and never exceeds its byte bound.
 import { readFileSync } from "node:fs";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { getLlama, type Llama, type LlamaModel } from "node-llama-cpp";
-import { ensureLlavaGguf, sampleImagePath } from "@leanvision/testkit";
+import { describe, expect, it } from "vitest";
+import { sampleImagePath } from "@leanvision/testkit";
 import type { EncodedImage } from "@leanvision/core";
 import { ImageCache } from "../src/image-cache.js";
 import { VisionChatSession } from "../src/chat-session.js";
-import { loadVisionModel, type LlamaVisionModel } from "../src/vision-model.js";
+import { useTinyVision } from "./support/tiny-vision.js";
 
-let llama: Llama;
-let model: LlamaModel;
-let vision: LlamaVisionModel;
+const tiny = useTinyVision(1);
 const image = sampleImagePath();
-
-beforeAll(async () => {
-  const pair = await ensureLlavaGguf("tiny");
-  llama = await getLlama({ gpu: false, build: "never" });
-  model = await llama.loadModel({ modelPath: pair.modelPath });
-  vision = await loadVisionModel({ llama, model, mmprojPath: pair.mmprojPath, threads: 1 });
-});
-
-afterAll(async () => {
-  vision?.dispose();
-  await model?.dispose();
-});
 
 describe("image cache", () => {
   it("a hit skips the encoder and gives identical embeddings; another reducer or other pixels miss", async () => {
-    vision.imageCache.clear();
-    const first = await vision.encodeImage(image, "visionzip:54+10", { cache: true });
+    tiny.vision.imageCache.clear();
+    const first = await tiny.vision.encodeImage(image, "visionzip:54+10", { cache: true });
     expect(first.fromCache).toBe(false);
-    const again = await vision.encodeImage(readFileSync(image), "visionzip:54+10", { cache: true }); // same pixels, other input form
+    const again = await tiny.vision.encodeImage(readFileSync(image), "visionzip:54+10", { cache: true }); // same pixels, other input form
     expect(again.fromCache).toBe(true);
     expect(again.embeddings).toEqual(first.embeddings);
     expect(again.reduced.provenance).toEqual(first.reduced.provenance);
     expect(again.timings.reduceMs + again.timings.projectMs).toBe(0);
-    expect((await vision.encodeImage(image, "pool:2", { cache: true })).fromCache).toBe(false);
+    expect((await tiny.vision.encodeImage(image, "pool:2", { cache: true })).fromCache).toBe(false);
     const raw = { data: new Uint8Array(32 * 32 * 3).fill(7), width: 32, height: 32 };
-    expect((await vision.encodeImage(raw, "visionzip:54+10", { cache: true })).fromCache).toBe(false);
+    expect((await tiny.vision.encodeImage(raw, "visionzip:54+10", { cache: true })).fromCache).toBe(false);
     raw.data[0] = 8;
-    expect((await vision.encodeImage(raw, "visionzip:54+10", { cache: true })).fromCache).toBe(false);
-    // Without { cache: true } (direct calls) the encoder always runs, attention included.
-    const direct = await vision.encodeImage(image, "visionzip:54+10");
+    expect((await tiny.vision.encodeImage(raw, "visionzip:54+10", { cache: true })).fromCache).toBe(false);
+    // Without { cache: true } (direct calls) the encoder always runs, attention scores included.
+    const direct = await tiny.vision.encodeImage(image, "visionzip:54+10");
     expect(direct.fromCache).toBe(false);
-    expect(direct.features.tiles[0].attention).toBeDefined();
+    expect(direct.features.tiles[0].attentionScores).toBeDefined();
   });
 
   it("a new chat about the same photo pays only prefill: the turn record says it was a hit", async () => {
-    vision.imageCache.clear();
+    tiny.vision.imageCache.clear();
     const turns = [];
     for (let i = 0; i < 2; i++) {
-      const context = await model.createContext({ contextSize: 1024, threads: 1 });
-      const session = new VisionChatSession({ contextSequence: context.getSequence(), vision, reducer: "visionzip:54+10" });
+      const context = await tiny.model.createContext({ contextSize: 1024, threads: 1 });
+      const session = new VisionChatSession({ contextSequence: context.getSequence(), vision: tiny.vision, reducer: "visionzip:54+10" });
       await session.prompt("What is this?", { images: [image], maxTokens: 1 });
       turns.push(session.lastTurn!);
       await session.dispose();

@@ -8,6 +8,7 @@ import { ensureLlavaGguf } from "@leanvision/testkit";
 import { createInjectedImage, PLACEHOLDER_BASE, SequenceInjector, withContextLock } from "../src/injection.js";
 import { loadNativeBinding } from "../src/native-binding.js";
 import type { DecodeEmbeddings } from "../src/injection.js";
+import { greedy } from "./support/greedy.js";
 
 let llama: Llama;
 let model: LlamaModel;
@@ -71,14 +72,6 @@ function f16ToF32(h: number): number {
   return sign * 2 ** (exponent - 15) * (1 + fraction / 1024);
 }
 
-async function greedy(sequence: LlamaContextSequence, tokens: Token[], count: number): Promise<Token[]> {
-  const out: Token[] = [];
-  for await (const token of sequence.evaluate(tokens, { temperature: 0 })) {
-    out.push(token);
-    if (out.length >= count) break;
-  }
-  return out;
-}
 
 describe("decodeEmbeddings", () => {
   let context: LlamaContext;

@@ -73,8 +73,17 @@ describe("inspectMmproj", () => {
   });
 });
 
-describe("LLaVA-1.6 metadata (image_grid_pinpoints, v.image_newline)", () => {
-  it("loads; an image within image_size is one tile and encodes, a larger one is UNSUPPORTED_MODEL until tiles land", async () => {
+describe("LLaVA-1.6 metadata (image_grid_pinpoints, v.image_newline / model.image_newline)", () => {
+  it("reads tiny-next's layout (written as llama.cpp's 1.6 conversion writes it): pinpoints, the newline", async () => {
+    expect(inspectMmproj((await ensureLlavaGguf("tiny-next")).mmprojPath)).toMatchObject({
+      gridPinpoints: [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]],
+      hasImageNewline: true,
+      gridRows: 24,
+      hasCls: true,
+    });
+  });
+
+  it("loads; an image within image_size is one tile, a larger one the overview plus its pinpoint's tiles", async () => {
     const base = mmprojFile(GGUF_PROFILES.tiny);
     const file = await write("llava16.gguf", {
       metadata: [...base.metadata,
@@ -82,14 +91,17 @@ describe("LLaVA-1.6 metadata (image_grid_pinpoints, v.image_newline)", () => {
         ["clip.vision.mm_patch_merge_type", kv.str("spatial_unpad")]],
       tensors: [...base.tensors, { name: "v.image_newline", shape: [256], type: GgmlType.F32, source: { kind: "const", value: 0.01 } }],
     });
-    const vision = await loadVisionModel({ llama, model, mmprojPath: file, reducer: "visionzip:54+10", threads: 1 });
+    const vision = await loadVisionModel({ llama, model, mmprojPath: file, threads: 1 });
     try {
       expect(vision.info).toMatchObject({ gridPinpoints: [[336, 672], [672, 336], [672, 672]], hasImageNewline: true, gridRows: 24 });
-      const out = await vision.encodeImage(SMALL_IMAGE);
+      const out = await vision.encodeImage(SMALL_IMAGE, "visionzip:54+10");
       expect(out.reduced.numTokens).toBe(64);
       expect(out.embeddings.every(Number.isFinite)).toBe(true);
-      const tiled = await expectCode(vision.encodeImage(LARGE_IMAGE), "UNSUPPORTED_MODEL");
-      expect(tiled.message).toMatch(/700x400 image into tiles/);
+      // 700x400: 672x336 keeps 588x336 of it, 672x672 all of it (672x384) → 2x2 tiles + the overview.
+      expect(vision.tileLayout(LARGE_IMAGE).tileGrid).toEqual({ rows: 2, cols: 2 });
+      const tiled = await vision.encodeImage(LARGE_IMAGE, "visionzip:54+10");
+      expect(tiled.features.tiles).toHaveLength(5);
+      expect(tiled.reduced.numTokens).toBe(5 * 64);
     } finally {
       vision.dispose();
     }
@@ -108,24 +120,23 @@ describe("non-finite projector outputs", () => {
   });
 
   it("encodeImage and encodeImageStock reject with NON_FINITE at the first bad value", async () => {
-    const vision = await loadVisionModel({ llama, model, mmprojPath: nanProjector, reducer: "none", threads: 1 });
+    const vision = await loadVisionModel({ llama, model, mmprojPath: nanProjector, threads: 1 });
     try {
       for (const encode of [() => vision.encodeImage(SMALL_IMAGE), () => vision.encodeImageStock(SMALL_IMAGE)]) {
         const err = await expectCode(encode(), "NON_FINITE");
         expect(err.message).toMatch(/produced NaN at token 0, dimension 0/);
       }
-      vision.reducer = "pool:2";
-      await expectCode(vision.encodeImage(SMALL_IMAGE), "NON_FINITE");
+      await expectCode(vision.encodeImage(SMALL_IMAGE, "pool:2"), "NON_FINITE");
     } finally {
       vision.dispose();
     }
   });
 
   it("a chat prompt with such an image fails with NON_FINITE, not a TypeError, and nothing reaches the context", async () => {
-    const vision = await loadVisionModel({ llama, model, mmprojPath: nanProjector, reducer: "visionzip:54+10", threads: 1 });
+    const vision = await loadVisionModel({ llama, model, mmprojPath: nanProjector, threads: 1 });
     const context = await model.createContext({ contextSize: 1024, threads: 1 });
     try {
-      const session = new VisionChatSession({ contextSequence: context.getSequence(), vision });
+      const session = new VisionChatSession({ contextSequence: context.getSequence(), vision, reducer: "visionzip:54+10" });
       await expectCode(session.prompt("What is this?", { images: [SMALL_IMAGE], maxTokens: 2 }), "NON_FINITE");
       expect(session.sequence.nextTokenIndex).toBe(0);
     } finally {
@@ -160,10 +171,12 @@ describe("non-finite projector outputs", () => {
 describe("the native bridge on its own", () => {
   it("checks the layout it is given against the projector tensors it loads, and its arguments", async () => {
     loadNativeBinding();
-    const manifest = JSON.parse(readFileSync(path.join(path.dirname(fileURLToPath(import.meta.url)), "..", "build", "native", "manifest.json"), "utf8"));
+    const manifestPath = path.join(path.dirname(fileURLToPath(import.meta.url)), "..", "build", "native", "manifest.json");
+    const manifest = JSON.parse(readFileSync(manifestPath, "utf8"));
     const loaded = readFileSync("/proc/self/maps", "utf8");
-    const entry = manifest.addons.find((a: { addon: string }) => loaded.includes(a.addon));
-    const addon = createRequire(import.meta.url)(entry.addon);
+    const addonPath = (a: { addon: string }) => path.resolve(path.dirname(manifestPath), a.addon); // relative to the manifest
+    const entry = manifest.addons.find((a: { addon: string }) => loaded.includes(addonPath(a)));
+    const addon = createRequire(import.meta.url)(addonPath(entry));
     const mmproj = (await ensureLlavaGguf("tiny")).mmprojPath;
     const layout = inspectMmproj(mmproj);
     const codeOf = (fn: () => unknown) => {

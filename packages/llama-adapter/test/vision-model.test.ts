@@ -7,7 +7,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { getLlama, type Llama, type LlamaModel } from "node-llama-cpp";
 import { GGUF_PROFILES, ensureLlavaGguf, kv, mmprojFile, sampleImagePath, writeGguf } from "@leanvision/testkit";
 import sharp from "sharp";
-import { decodeImage, loadVisionModel, type LlamaVisionModel } from "../src/vision-model.js";
+import { decodeImage } from "@leanvision/image";
+import { loadVisionModel, type LlamaVisionModel } from "../src/vision-model.js";
 import { expectCode } from "./support/errors.js";
 
 let llama: Llama;
@@ -57,17 +58,14 @@ describe("tiny CLIP mmproj", () => {
     expect(Array.from(ours.reduced.provenance[0].sources)).toEqual([1]);
   });
 
-  it("captures the feature layer's attention (rows are distributions) and head-averaged keys", async () => {
+  it("captures the feature layer's attention scores (the CLS row over 4 heads sums to 4) and head-averaged keys", async () => {
     const f = (await vision.encodeImage(image, "visionzip:54+10")).features.tiles[0];
     expect(f.heads).toBe(4);
-    expect(f.attention!.length).toBe(4 * 577 * 577);
+    expect(f.attention).toBeUndefined(); // flash attention stays on; see capture-scores.test.ts
+    expect(f.attentionScores!.length).toBe(577);
     expect(f.keyDim).toBe(32);
     expect(f.keys!.length).toBe(577 * 32);
-    for (const row of [0, 300, 576]) {
-      let sum = 0;
-      for (let k = 0; k < 577; k++) sum += f.attention![(3 * 577 + row) * 577 + k];
-      expect(sum).toBeCloseTo(1, 4);
-    }
+    expect(f.attentionScores!.reduce((a, b) => a + b, 0)).toBeCloseTo(4, 4);
   });
 
   it("visionzip 54+10 yields exactly 64 embeddings of the model's n_embd", async () => {
@@ -139,6 +137,19 @@ describe("tiny CLIP mmproj", () => {
     // A contextual budget above the tokens left: one contextual token per token left, as the official code.
     expect(await vision.countTokens(image, "visionzip:570+100")).toBe(577);
     await expectCode(vision.countTokens(Buffer.from("not an image"), "pool:2"), "IMAGE_DECODE");
+  });
+
+  it("an image over the pixel limit is refused from its header (IMAGE_TOO_LARGE) by the shared decoder", async () => {
+    const huge = await sharp({ create: { width: 4000, height: 3000, channels: 3, background: "#888" } }).png().toBuffer();
+    const strict = await loadVisionModel({ llama, model, mmprojPath, maxPixels: 1_000_000 });
+    try {
+      const err = await expectCode(strict.encodeImage(huge), "IMAGE_TOO_LARGE");
+      expect(err.message).toMatch(/maxPixels/);
+      await expectCode(strict.countTokens(huge, "pool:2"), "IMAGE_TOO_LARGE");
+    } finally {
+      strict.dispose();
+    }
+    expect((await vision.encodeImage(huge, "pool:2")).numTokens).toBe(144); // the default limit is 50 megapixels
   });
 
   it("a reducer budget over the token count is a typed error", async () => {

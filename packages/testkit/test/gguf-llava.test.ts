@@ -177,6 +177,26 @@ describe("ensureLlavaGguf('tiny-siglip')", () => {
   });
 });
 
+describe("ensureLlavaGguf('tiny-next')", () => {
+  it("writes the mmproj as llama.cpp's LLaVA-1.6 conversion does: pinpoints, anyres keys, model.image_newline", async () => {
+    const pair = await ensureLlavaGguf("tiny-next", { cacheDir });
+    const shapes = GGUF_PROFILES["tiny-next"];
+    expect(readGgufManifest(pair).imageTokens).toBe(576); // per tile
+    const { meta, shape, names } = await readHeader(pair.mmprojPath);
+    expect(meta["clip.vision.image_grid_pinpoints"].value).toEqual([336, 672, 672, 336, 672, 672, 1008, 336, 336, 1008]);
+    expect(meta["clip.vision.image_grid_pinpoints"].subType).toBe(5); // INT32, as clip.cpp's get_arr_int reads it
+    expect(meta["clip.vision.image_aspect_ratio"].value).toBe("anyres");
+    expect(meta["clip.vision.mm_patch_merge_type"].value).toBe("spatial_unpad");
+    expect(meta["clip.vision.image_crop_resolution"].value).toBe(224);
+    expect(meta["clip.vision.image_split_resolution"].value).toBe(224);
+    expect(meta["clip.vision.mm_projector_type"].value).toBe("mlp2x_gelu");
+    expect(meta["clip.projector_type"].value).toBe("mlp");
+    expect(shape("model.image_newline")).toEqual([shapes.lm.nEmbd]);
+    expect(names).not.toContain("v.image_newline");
+    expect(shape("mm.2.weight")).toEqual([shapes.vision.projectorHidden, shapes.lm.nEmbd]);
+  });
+});
+
 describe("bad input", () => {
   it("names the valid profiles for an unknown one", async () => {
     const err = await ensureLlavaGguf("huge" as GgufProfileName, { cacheDir }).catch((e: unknown) => e);

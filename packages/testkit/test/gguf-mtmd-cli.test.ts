@@ -19,4 +19,14 @@ describe.skipIf(!built)("llama-mtmd-cli on the synthetic pairs", () => {
     expect(run.encodeMs).toBeGreaterThan(0);
     expect(run.output.trim().length).toBeGreaterThan(0);
   });
+
+  it("tiny-next (LLaVA-1.6 layout) loads, and the 640x488 sample photo is an overview plus a 2x2 grid: 5 x 576 tokens", async () => {
+    const pair = await ensureLlavaGguf("tiny-next");
+    const run = await runMtmdCli({ binary, modelPath: pair.modelPath, mmprojPath: pair.mmprojPath, image: sampleImagePath(), threads: 1 });
+    // One "decoding image batch" line per tile: each tile is its own image chunk.
+    expect([...run.log.matchAll(/decoding image batch 1\/1, n_tokens_batch = 576/g)]).toHaveLength(5);
+    expect(run.imageTokens).toBe(5 * imageTokenGrid(GGUF_PROFILES["tiny-next"].vision).tokens);
+    expect(run.promptTokens).toBeGreaterThan(run.imageTokens);
+    expect(run.output.trim().length).toBeGreaterThan(0);
+  });
 });

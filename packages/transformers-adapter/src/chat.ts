@@ -15,6 +15,8 @@ import {
   type VisionTurn
 } from "@leanvision/core";
 import { BaseStreamer, DynamicCache, InterruptableStoppingCriteria, RawImage, random, Tensor } from "@huggingface/transformers";
+import { readFileSync } from "node:fs";
+import path from "node:path";
 import { loadImage } from "./image.js";
 import type { LeanVisionLlava } from "./lean.js";
 
@@ -34,6 +36,23 @@ export interface TransformersVisionChatOptions {
   /** Default reducer of this chat's images (default: the wrapper's); a prompt may pass its own. */
   reducer?: ReducerInput;
   systemPrompt?: string;
+  /** Images over this many pixels are refused with IMAGE_TOO_LARGE before they are decoded (default 50 megapixels). */
+  maxPixels?: number;
+}
+
+/** The chat template a model folder ships on its own (llava-hf repos: chat_template.json), or null. */
+function templateFile(dir: string): string | null {
+  try {
+    const json = JSON.parse(readFileSync(path.join(dir, "chat_template.json"), "utf8")) as { chat_template?: unknown };
+    if (typeof json.chat_template === "string" && json.chat_template) return json.chat_template;
+  } catch {
+    // none, or not readable: try the next form
+  }
+  try {
+    return readFileSync(path.join(dir, "chat_template.jinja"), "utf8") || null;
+  } catch {
+    return null;
+  }
 }
 
 /** ABORTED once the prompt's signal fired (the same error as the llama runtime's). */
@@ -45,20 +64,23 @@ export class TransformersVisionChat implements VisionChat {
   readonly lean: LeanVisionLlava;
   readonly reducer: ReducerSpec;
   readonly systemPrompt: string | undefined;
+  readonly maxPixels: number | undefined;
   readonly turns: TurnRecord[] = [];
   private ids: bigint[] = [];
   private past: Cache | null = null;
   private history: ChatHistoryItem[] = [];
   private isDisposed = false;
+  private fileTemplate: string | null | undefined;
   private queue: Promise<unknown> = Promise.resolve();
 
-  constructor({ lean, reducer, systemPrompt }: TransformersVisionChatOptions) {
+  constructor({ lean, reducer, systemPrompt, maxPixels }: TransformersVisionChatOptions) {
     if (!lean || typeof lean.encodeImage !== "function") {
       throw new LeanVisionError("INVALID_INPUT", "TransformersVisionChat needs { lean } from withLeanVision(...)");
     }
     this.lean = lean;
     this.reducer = reducer === undefined ? lean.reducer : toReducerSpec(reducer);
     this.systemPrompt = systemPrompt;
+    this.maxPixels = maxPixels;
     if (systemPrompt) this.history.push({ type: "system", text: systemPrompt });
   }
 
@@ -125,21 +147,23 @@ export class TransformersVisionChat implements VisionChat {
     return reply;
   }
 
-  /** The chat template of the model: the processor's, else the tokenizer's. */
+  /**
+   * The chat template of the model: the processor's, else the tokenizer's (tokenizer_config.json), else the
+   * repo's chat_template.json / chat_template.jinja, which transformers.js 4.3 does not read for these models.
+   */
   private template(): string {
-    const { processor } = this.lean;
-    const template = (processor as { chat_template?: unknown }).chat_template ?? processor.tokenizer.chat_template;
+    const { processor, tokenizer } = this.lean;
+    const template = (processor as { chat_template?: unknown }).chat_template ?? tokenizer.chat_template ?? (this.fileTemplate ??= templateFile(this.lean.modelDir));
     if (typeof template !== "string" || !template) {
-      throw new LeanVisionError("UNSUPPORTED_MODEL", "the model has no chat template (chat_template in tokenizer_config.json or chat_template.json); add the one it was trained with");
+      throw new LeanVisionError("UNSUPPORTED_MODEL", "the model has no chat template (chat_template in tokenizer_config.json, chat_template.json or chat_template.jinja in its folder); add the one it was trained with");
     }
     return template;
   }
 
   /** Renders messages with the model's template; image slots as the template expects them (content parts or `<image>` text). */
   private render(messages: Array<{ role: string; text: string; images?: number }>, addGenerationPrompt: boolean): string {
-    const { processor } = this.lean;
+    const { tokenizer, imageToken } = this.lean;
     const template = this.template();
-    const imageToken = processor.config.image_token ?? "<image>";
     const parts = /\['type'\]|\.type\b|'type'/.test(template); // HF multimodal templates iterate content parts
     const rendered: Message[] = messages.map(({ role, text, images = 0 }) => ({
       role,
@@ -147,7 +171,7 @@ export class TransformersVisionChat implements VisionChat {
         ? [...Array.from({ length: images }, () => ({ type: "image" as const })), { type: "text" as const, text }]
         : `${`${imageToken}\n`.repeat(images)}${text}`
     }));
-    return processor.tokenizer.apply_chat_template(rendered, { tokenize: false, add_generation_prompt: addGenerationPrompt, chat_template: template }) as string;
+    return tokenizer.apply_chat_template(rendered, { tokenize: false, add_generation_prompt: addGenerationPrompt, chat_template: template }) as string;
   }
 
   private async runTurn(
@@ -156,12 +180,11 @@ export class TransformersVisionChat implements VisionChat {
     o: { maxTokens: number; temperature: number; seed?: number; onTextChunk?: (t: string) => void; signal?: AbortSignal }
   ) {
     const started = performance.now();
-    const { processor, model } = this.lean;
-    const tokenizer = processor.tokenizer;
+    const { processor, model, tokenizer } = this.lean;
     const images: RawImage[] = [];
     for (const input of imageInputs) {
       throwIfAborted(o.signal);
-      images.push(await loadImage(input as never));
+      images.push(await loadImage(input as never, { maxPixels: this.maxPixels }));
     }
     const first = this.ids.length === 0;
 

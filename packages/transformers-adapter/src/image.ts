@@ -1,40 +1,26 @@
-// Image inputs the adapter accepts, decoded the way transformers.js decodes them (sharp, in Node).
+// Image inputs the adapter accepts, decoded by LeanVision's one decoder (@leanvision/image: sharp, a
+// pixel limit, SVG without file access, EXIF orientation not applied, as in the llama adapter), then
+// handed to the processor as a transformers.js RawImage.
 import { LeanVisionError } from "@leanvision/core";
+import { decodeImage, DEFAULT_MAX_PIXELS, type DecodeImageOptions, type ImageInput as DecodableInput } from "@leanvision/image";
 import { RawImage } from "@huggingface/transformers";
-import { readFile } from "node:fs/promises";
 
-/** A file path, an encoded image (any format sharp reads), raw RGB pixels, or a transformers.js RawImage. */
-export type ImageInput = string | Uint8Array | { data: Uint8Array | Uint8ClampedArray; width: number; height: number } | RawImage;
+/** A file path, an encoded image (JPEG, PNG, WebP, GIF, TIFF, AVIF, SVG), raw packed RGB, or a transformers.js RawImage. */
+export type ImageInput = DecodableInput | { data: Uint8Array | Uint8ClampedArray; width: number; height: number } | RawImage;
 
-export async function loadImage(input: ImageInput): Promise<RawImage> {
-  if (input instanceof RawImage) return input;
-  if (typeof input === "string") {
-    let bytes: Buffer;
-    try {
-      bytes = await readFile(input);
-    } catch (cause) {
-      throw new LeanVisionError("IMAGE_DECODE", `cannot read image file ${input}: ${(cause as Error).message}`, { cause });
-    }
-    return decode(bytes, input);
-  }
-  if (input instanceof Uint8Array) return decode(input, `a ${input.byteLength}-byte buffer`);
-  if (input && typeof input === "object" && "data" in input) {
-    const { data, width, height } = input;
-    if (!Number.isInteger(width) || !Number.isInteger(height) || width < 1 || height < 1 || data?.length !== width * height * 3) {
-      throw new LeanVisionError(
-        "INVALID_INPUT",
-        `raw images need { data, width, height } with width*height*3 RGB bytes; got ${data?.length} bytes for ${width}x${height}`
-      );
-    }
-    return new RawImage(new Uint8ClampedArray(data), width, height, 3);
-  }
-  throw new LeanVisionError("INVALID_INPUT", "an image must be a file path, a Buffer/Uint8Array of an encoded image, or { data, width, height } raw RGB");
+export interface LoadImageOptions {
+  /** Refuse images of more pixels than this with IMAGE_TOO_LARGE (default 50 megapixels; Infinity = off). */
+  maxPixels?: DecodeImageOptions["maxPixels"];
 }
 
-async function decode(bytes: Uint8Array, what: string): Promise<RawImage> {
-  try {
-    return await RawImage.fromBlob(new Blob([bytes]));
-  } catch (cause) {
-    throw new LeanVisionError("IMAGE_DECODE", `cannot decode ${what} as an image (${(cause as Error).message}); pass a JPEG, PNG, WebP, GIF, AVIF or TIFF`, { cause });
+export async function loadImage(input: ImageInput, options: LoadImageOptions = {}): Promise<RawImage> {
+  if (input instanceof RawImage) {
+    const maxPixels = options.maxPixels ?? DEFAULT_MAX_PIXELS;
+    if (input.width * input.height > maxPixels) {
+      throw new LeanVisionError("IMAGE_TOO_LARGE", `the image is ${input.width}×${input.height}, over the limit of ${maxPixels} pixels (maxPixels)`);
+    }
+    return input;
   }
+  const { data, width, height } = await decodeImage(input as DecodableInput, { maxPixels: options.maxPixels });
+  return new RawImage(new Uint8ClampedArray(data.buffer, data.byteOffset, data.length), width, height, 3);
 }

@@ -1,12 +1,14 @@
-// withLeanVision: wraps a loaded transformers.js LLaVA model and its processor so images are reduced
-// before the language model sees them. The vision encoder graph is split once (see instrument.ts);
-// the processor expands `<image>` to the reduced token count; model.encode_image runs the features
-// graph, the reducer and the projector on the kept tokens; `generate` is transformers.js's own.
+// withLeanVision: wraps a loaded transformers.js LLaVA-style model (LLaVA-1.5, LLaVA-OneVision,
+// nanoLLaVA) and its processor so images are reduced before the language model sees them. The vision
+// encoder graph is split once (see instrument.ts); the processor expands `<image>` to the reduced
+// token count (also for repos whose AutoProcessor is only an image processor); model.encode_image runs
+// the features graph, the reducer and the projector on the kept tokens; `generate` is transformers.js's own.
 import {
   formatReducerSpec,
   LeanVisionError,
   reduceImage,
   reducerNeeds,
+  registeredReducers,
   toReducerSpec,
   type ImageFeatures,
   type ReducedImage,
@@ -15,12 +17,12 @@ import {
   type VisionFeatures
 } from "@leanvision/core";
 import { AsyncLocalStorage } from "node:async_hooks";
-import { Tensor, type PreTrainedModel, type Processor } from "@huggingface/transformers";
+import { env, Tensor, type PreTrainedModel, type PreTrainedTokenizer, type Processor } from "@huggingface/transformers";
 import { createHash } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { splitVisionEncoder, type VisionSplit } from "./instrument.js";
+import { splitVisionEncoder, type MissingTensor, type VisionSplit } from "./instrument.js";
 
 /** The parts of onnxruntime's InferenceSession the adapter uses (the same runtime transformers.js loaded). */
 interface OrtTensor {
@@ -44,10 +46,12 @@ export interface LlavaLikeModel {
   encode_image(inputs: { pixel_values: Tensor }): Promise<Tensor>;
   generate(options: Record<string, unknown>): Promise<unknown>;
 }
+export type LlavaLikeTokenizer = ((text: string | string[], kwargs?: object) => Record<string, Tensor>) & Record<string, any>;
 export interface LlavaLikeProcessor {
   image_processor: (images: unknown, kwargs?: object) => Promise<{ pixel_values: Tensor; [k: string]: unknown }>;
-  tokenizer: ((text: string | string[], kwargs?: object) => Record<string, Tensor>) & Record<string, any>;
-  config: { image_token?: string; [k: string]: unknown };
+  /** LlavaProcessor has one; the bare Processor OneVision and nanoLLaVA get in transformers.js 4.3 does not. */
+  tokenizer?: LlavaLikeTokenizer;
+  config?: { image_token?: string; [k: string]: unknown };
   _call(images: unknown, text?: string | string[] | null, kwargs?: object): Promise<Record<string, unknown>>;
 }
 
@@ -56,15 +60,25 @@ export interface WithLeanVisionOptions {
   model: PreTrainedModel | LlavaLikeModel;
   /** From AutoProcessor.from_pretrained(folder). */
   processor: Processor | LlavaLikeProcessor;
+  /**
+   * From AutoTokenizer.from_pretrained(folder), for models whose AutoProcessor has no tokenizer
+   * (LLaVA-OneVision, nanoLLaVA in transformers.js 4.3: only the image processor). Ignored when the
+   * processor has one.
+   */
+  tokenizer?: PreTrainedTokenizer | LlavaLikeTokenizer;
   /** Reducer of calls made straight to the model (processor + generate); chats pass their own. Default none. */
   reducer?: ReducerInput;
   /**
-   * The folder given to from_pretrained (or its onnx/vision_encoder.onnx); transformers.js does not
-   * keep it. Needed the first time a model is wrapped; later wrappers of the same model share the split.
+   * What was given to from_pretrained: a local folder (or its onnx/vision_encoder*.onnx), or a repo id
+   * such as "Xenova/nanoLLaVA", looked up in transformers.js's env.localModelPath and env.cacheDir (where
+   * it keeps downloaded files). transformers.js does not keep it. Needed the first time a model is
+   * wrapped; later wrappers of the same model share the split.
    */
   modelPath?: string;
   /** Where the split graphs are cached; defaults to $LEANVISION_CACHE_DIR or ~/.cache/leanvision. */
   cacheDir?: string;
+  /** onnxruntime intra-op threads of the split vision sessions (features + projector), set when a model is first wrapped; default: onnxruntime's own. */
+  visionThreads?: number;
 }
 
 /** One image as it went through the reducer (before the projector); sizes are the processor's output. */
@@ -118,9 +132,14 @@ export interface DecoderCall {
 interface Installation {
   model: LlavaLikeModel;
   processor: LlavaLikeProcessor;
+  tokenizer: LlavaLikeTokenizer;
+  /** The text of the image token (`<image>`). */
+  imageToken: string;
+  /** The model's folder (config.json, onnx/…). */
+  modelDir: string;
   features: OrtSession;
   projector: OrtSession;
-  split: Pick<VisionSplit, "names" | "found">;
+  split: SplitInfo;
   members: Set<LeanVisionLlava>;
   active: LeanVisionLlava | null;
   restore: Array<() => void>;
@@ -155,10 +174,31 @@ export class LeanVisionLlava {
   get processor(): LlavaLikeProcessor {
     return this.installation.processor;
   }
-  /** What the graph split found in vision_encoder.onnx. */
-  get split(): Pick<VisionSplit, "names" | "found"> {
+  /** The processor's tokenizer, or the one passed to withLeanVision when the processor has none. */
+  get tokenizer(): LlavaLikeTokenizer {
+    return this.installation.tokenizer;
+  }
+  /** The image placeholder in prompts (`<image>`); one per image, expanded to the image's kept tokens. */
+  get imageToken(): string {
+    return this.installation.imageToken;
+  }
+  /** The folder the model was loaded from (the one holding config.json and onnx/). */
+  get modelDir(): string {
+    return this.installation.modelDir;
+  }
+  /** What the graph split found in vision_encoder.onnx, and what it could not expose. */
+  get split(): SplitInfo {
     return this.installation.split;
   }
+
+  /**
+   * Throws UNSUPPORTED_MODEL when the split vision encoder cannot give what the reducer needs,
+   * naming the missing tensor and the reducers that work with this model.
+   */
+  checkSupported(reducer: ReducerInput): void {
+    checkSupported(toReducerSpec(reducer), this.split.missing);
+  }
+
   get isDisposed(): boolean {
     return this.disposed;
   }
@@ -193,6 +233,7 @@ export class LeanVisionLlava {
     const key = pixelValues.data as object;
     const cached = this.prepared.get(key)?.get(spec);
     if (cached) return cached;
+    this.checkSupported(specObject);
 
     const [batch, , height, width] = pixelValues.dims;
     const patch = this.model.config.vision_config?.patch_size ?? 14;
@@ -201,24 +242,27 @@ export class LeanVisionLlava {
     const needs = reducerNeeds(specObject);
     let t0 = performance.now();
     const { features } = this.installation;
+    const { names, found } = this.split;
     const out = await features.run({ [features.inputNames[0]]: pixelValues.ort_tensor });
     const encodeMs = performance.now() - t0;
-    const hidden = out[this.split.names.hidden];
-    const attention = out[this.split.names.attention];
-    const keys = out[this.split.names.keys];
+    const hidden = out[names.hidden];
     const [, tokens, dim] = hidden.dims;
-    const heads = attention.dims[1];
-    const keyDim = keys.dims[2] / heads;
-    const clsIndex = tokens === rows * cols + 1 ? 0 : tokens === rows * cols ? null : -1;
-    if (clsIndex === -1 || attention.dims[2] !== tokens || keys.dims[1] !== tokens || !Number.isInteger(keyDim)) {
+    const clsIndex = found.cls ? 0 : null;
+    if (tokens !== rows * cols + (found.cls ? 1 : 0)) {
       throw new LeanVisionError(
         "UNSUPPORTED_MODEL",
-        `the feature layer has ${tokens} tokens (attention [${attention.dims}], keys [${keys.dims}]) but a ` +
-          `${height}x${width} image with patch ${patch} has ${rows}x${cols} patches (+ CLS)`
+        `the feature layer has ${tokens} tokens but a ${height}x${width} image with patch ${patch} has ${rows}x${cols} patches${found.cls ? " + CLS" : ""}`
       );
     }
+    // In-graph, float32 whatever the graph computes in: VisionZip's score per token and the keys averaged over heads.
+    const score = needs.attention ? out[names.score] : undefined;
+    const keys = needs.keys ? out[names.headKeys] : undefined;
+    const keyDim = keys?.dims[2] ?? 0;
+    if ((score && (score.dims[1] !== tokens || score.dims.length !== 2)) || (keys && keys.dims[1] !== tokens)) {
+      throw new LeanVisionError("UNSUPPORTED_MODEL", `the split encoder's score [${score?.dims}] / keys [${keys?.dims}] do not match its ${tokens} tokens`);
+    }
     t0 = performance.now();
-    // Views, not copies: the attention alone is heads x tokens x tokens floats (21 MB at CLIP-L size).
+    // Views, not copies.
     const images: ReducedImageRecord[] = [];
     for (let b = 0; b < batch; b++) {
       const tile: VisionFeatures = {
@@ -228,14 +272,8 @@ export class LeanVisionLlava {
         grid: { rows, cols },
         clsIndex
       };
-      if (needs.attention || needs.keys) {
-        Object.assign(tile, {
-          attention: (attention.data as Float32Array).subarray(b * heads * tokens * tokens, (b + 1) * heads * tokens * tokens),
-          heads,
-          keys: averageHeads(keys.data as Float32Array, b, tokens, heads, keyDim),
-          keyDim
-        });
-      }
+      if (score) tile.attentionScores = (score.data as Float32Array).subarray(b * tokens, (b + 1) * tokens);
+      if (keys) Object.assign(tile, { keys: (keys.data as Float32Array).subarray(b * tokens * keyDim, (b + 1) * tokens * keyDim), keyDim });
       const image: ImageFeatures = { tiles: [tile], tileGrid: { rows: 0, cols: 0 }, width, height };
       images.push({ width, height, features: image, reduced: reduceImage(image, specObject) });
     }
@@ -301,8 +339,7 @@ export class LeanVisionLlava {
 
 /** Hooks the processor, encode_image and the decoder session once per model; undone when the last wrapper is disposed. */
 function install(inst: Installation): void {
-  const { model, processor } = inst;
-  const imageToken = processor.config.image_token ?? "<image>";
+  const { model, processor, tokenizer, imageToken } = inst;
   // The wrapper of the call in progress (withReducer), else the newest live one.
   const active = () => {
     const call = calls.getStore();
@@ -317,7 +354,7 @@ function install(inst: Installation): void {
     if (!text) return { ...imageInputs };
     const prepared = await active().prepareImages(imageInputs.pixel_values);
     const texts = expandImageTokens(Array.isArray(text) ? text : [text], imageToken, prepared.images.map((im) => im.reduced.numTokens));
-    return { ...imageInputs, ...processor.tokenizer(texts, kwargs) };
+    return { ...imageInputs, ...tokenizer(texts, kwargs) };
   };
   inst.restore.push(() => restoreProperty(processor, "_call", originalCall));
 
@@ -352,10 +389,19 @@ export async function withLeanVision(options: WithLeanVisionOptions): Promise<Le
   if (!model?.sessions || typeof model.generate !== "function") {
     throw new LeanVisionError("INVALID_INPUT", "withLeanVision needs { model } from LlavaForConditionalGeneration.from_pretrained(...)");
   }
-  if (typeof processor?.image_processor !== "function" || typeof processor.tokenizer !== "function") {
+  if (typeof processor?.image_processor !== "function") {
     throw new LeanVisionError("INVALID_INPUT", "withLeanVision needs { processor } from AutoProcessor.from_pretrained(...) for the same folder");
   }
+  const tokenizer = (processor.tokenizer ?? options.tokenizer) as LlavaLikeTokenizer | undefined;
+  if (typeof tokenizer !== "function") {
+    throw new LeanVisionError(
+      "INVALID_INPUT",
+      "this processor has no tokenizer (transformers.js 4.3 gives LLaVA-OneVision and nanoLLaVA only an image processor): pass { tokenizer } from AutoTokenizer.from_pretrained(...) for the same folder"
+    );
+  }
   const spec = toReducerSpec(options.reducer ?? "none");
+  const threads = options.visionThreads;
+  if (threads !== undefined && !(Number.isInteger(threads) && threads >= 1)) throw new LeanVisionError("INVALID_INPUT", `visionThreads must be a positive integer (got ${threads})`);
   const vision = model.sessions.vision_encoder;
   const decoder = model.sessions.decoder_model_merged;
   if (!vision || !decoder || !model.sessions.embed_tokens) {
@@ -370,19 +416,112 @@ export async function withLeanVision(options: WithLeanVisionOptions): Promise<Le
     if (existing.processor !== processor) {
       throw new LeanVisionError("INVALID_INPUT", "this model is already wrapped with another processor; pass the same processor to every withLeanVision call");
     }
+    checkSupported(spec, existing.split.missing);
     return join(existing, spec);
   }
   const encoderPath = visionEncoderPath(options.modelPath, (vision as { config?: { dtype?: string } }).config?.dtype ?? "fp32");
   const split = loadSplit(encoderPath, options.cacheDir);
+  checkSupported(spec, split.missing);
   const Session = (vision as unknown as { constructor: OrtSessionClass }).constructor;
   if (typeof Session?.create !== "function") {
     throw new LeanVisionError("UNSUPPORTED_MODEL", "the vision_encoder session is not an onnxruntime InferenceSession");
   }
-  const [features, projector] = await Promise.all([Session.create(split.featuresPath), Session.create(split.projectorPath)]);
-  const inst: Installation = { model, processor, features, projector, split, members: new Set(), active: null, restore: [] };
+  const sessionOptions = threads === undefined ? {} : { intraOpNumThreads: threads };
+  const [features, projector] = await Promise.all([Session.create(split.featuresPath, sessionOptions), Session.create(split.projectorPath, sessionOptions)]);
+  const inst: Installation = {
+    model,
+    processor,
+    tokenizer,
+    imageToken: imageTokenOf(model, processor, tokenizer),
+    modelDir: path.basename(path.dirname(encoderPath)) === "onnx" ? path.dirname(path.dirname(encoderPath)) : path.dirname(encoderPath),
+    features,
+    projector,
+    split: { names: split.names, found: split.found, missing: split.missing },
+    members: new Set(),
+    active: null,
+    restore: []
+  };
   install(inst);
   installations.set(model, inst);
+  warmUpReducers(inst, spec);
   return join(inst, spec);
+}
+
+/**
+ * Runs the reducers once on a synthetic tile of this model's shape, so that the first image does not
+ * pay for compiling them (V8's JIT, the SIMD kernels' WebAssembly): 50-200 ms on a first call at
+ * SigLIP-so400m size otherwise. Best effort: a model whose config does not give the shape is skipped.
+ */
+function warmUpReducers(inst: Installation, spec: ReducerSpec): void {
+  const v = inst.model.config.vision_config as { hidden_size?: number; image_size?: number; patch_size?: number; num_attention_heads?: number } | undefined;
+  const { hidden_size: dim, image_size: size, patch_size: patch, num_attention_heads: heads } = v ?? {};
+  if (![dim, size, patch, heads].every((x) => Number.isInteger(x) && x! > 0) || dim! % heads! !== 0) return;
+  const rows = Math.floor(size! / patch!);
+  const cls = inst.split.found.cls;
+  const tokens = rows * rows + (cls ? 1 : 0);
+  const keyDim = dim! / heads!;
+  const wave = (n: number, k: number) => Float32Array.from({ length: n }, (_, i) => Math.sin(i * k) + 1.5);
+  const tile: VisionFeatures = {
+    hidden: wave(tokens * dim!, 0.37),
+    numTokens: tokens,
+    dim: dim!,
+    grid: { rows, cols: rows },
+    clsIndex: cls ? 0 : null,
+    attentionScores: wave(tokens, 0.71),
+    keys: wave(tokens * keyDim, 0.13),
+    keyDim
+  };
+  for (const warm of [spec, { kind: "none" }, { kind: "visionzip", dominant: 54, contextual: 10 }] as ReducerSpec[]) {
+    try {
+      if (unmetNeeds(warm, inst.split.missing).length === 0) reduceImage({ tiles: [tile], tileGrid: { rows: 0, cols: 0 }, width: size!, height: size! }, warm);
+    } catch {
+      // A budget that does not fit this shape: nothing to warm.
+    }
+  }
+}
+
+/** The image token's text: the processor config's, else the tokenizer's text for config.image_token_index. */
+function imageTokenOf(model: LlavaLikeModel, processor: LlavaLikeProcessor, tokenizer: LlavaLikeTokenizer): string {
+  if (typeof processor.config?.image_token === "string" && processor.config.image_token) return processor.config.image_token;
+  const id = model.config.image_token_index ?? model.config.image_token_id;
+  if (typeof id === "number") {
+    const text = tokenizer.decode?.([id], { skip_special_tokens: false });
+    if (typeof text === "string" && text) return text;
+  }
+  return "<image>";
+}
+
+/**
+ * UNSUPPORTED_MODEL when the split vision encoder cannot give a tensor the reducer needs (core's
+ * registry says what each reducer needs), naming it and the reducers that work with this model.
+ */
+function checkSupported(spec: ReducerSpec, missing: readonly MissingTensor[]): void {
+  const lacking = unmetNeeds(spec, missing);
+  if (!lacking.length) return;
+  const tensors = lacking.map((m) => m.tensor);
+  // Each registered reducer at its least demanding (no parameters: e.g. VisionZip without contextual tokens).
+  const usable = registeredReducers()
+    .filter((d) => {
+      try {
+        return unmetNeeds({ kind: d.kind } as ReducerSpec, missing).length === 0;
+      } catch {
+        return false;
+      }
+    })
+    .map((d) => d.kind);
+  const sameKind = usable.includes(spec.kind) ? ` (${spec.kind} only with parameters that need no ${tensors.join(" or ")})` : "";
+  throw new LeanVisionError(
+    "UNSUPPORTED_MODEL",
+    `${formatReducerSpec(spec)} needs the feature layer's ${tensors.join(" and ")}, which this vision encoder cannot give: ` +
+      `${lacking.map((m) => `${m.reason} (${m.consequence})`).join("; ")}. ` +
+      `Reducers that work with this model: ${usable.join(", ") || "none"}${sameKind}.`
+  );
+}
+
+/** The tensors a spec needs that the split could not expose. */
+function unmetNeeds(spec: ReducerSpec, missing: readonly MissingTensor[]): MissingTensor[] {
+  const needs = reducerNeeds(spec);
+  return missing.filter((m) => (m.tensor === "attention" ? needs.attention : needs.keys));
 }
 
 function join(inst: Installation, spec: ReducerSpec): LeanVisionLlava {
@@ -401,22 +540,28 @@ const DTYPE_SUFFIX: Record<string, string> = {
 /** The vision_encoder file the loaded session came from: same folder, same dtype. */
 function visionEncoderPath(modelPath: string | undefined, dtype: string): string {
   if (typeof modelPath !== "string" || !modelPath) {
-    throw new LeanVisionError("INVALID_INPUT", "withLeanVision needs modelPath: the folder you passed to from_pretrained (transformers.js does not keep it)");
-  }
-  if (dtype.includes("16")) {
     throw new LeanVisionError(
-      "UNSUPPORTED_MODEL",
-      `the vision encoder was loaded as ${dtype}; LeanVision reads the feature layer in float32, so load it with dtype "fp32" (or a quantized dtype with float32 activations such as "q8")`
+      "INVALID_INPUT",
+      "withLeanVision needs modelPath: the folder or repo id you passed to from_pretrained (transformers.js does not keep it)"
     );
   }
   const file = `vision_encoder${DTYPE_SUFFIX[dtype] ?? ""}.onnx`;
-  const candidates = modelPath.endsWith(".onnx") ? [modelPath] : [path.join(modelPath, "onnx", file), path.join(modelPath, file)];
+  // A folder; or a repo id ("Xenova/nanoLLaVA"), found where transformers.js keeps it: env.localModelPath, or
+  // env.cacheDir for files it downloaded (the main revision's layout).
+  const folders = [modelPath];
+  if (/^[\w.-]+\/[\w.-]+$/.test(modelPath)) {
+    for (const root of [env.localModelPath, env.cacheDir]) if (typeof root === "string" && root) folders.push(path.join(root, modelPath));
+  }
+  const candidates = modelPath.endsWith(".onnx") ? [modelPath] : folders.flatMap((folder) => [path.join(folder, "onnx", file), path.join(folder, file)]);
   const found = candidates.find((p) => existsSync(p));
-  if (!found) throw new LeanVisionError("INVALID_INPUT", `no ${file} at ${candidates.join(" or ")}; pass the folder you gave from_pretrained`);
+  if (!found) throw new LeanVisionError("INVALID_INPUT", `no ${file} at ${candidates.join(" or ")}; pass the folder or repo id you gave from_pretrained`);
   return found;
 }
 
-interface CachedSplit extends Pick<VisionSplit, "names" | "found"> {
+/** What withLeanVision keeps of the split: output names, what was found and what is missing. */
+export type SplitInfo = Pick<VisionSplit, "names" | "found" | "missing">;
+
+interface CachedSplit extends SplitInfo {
   featuresPath: string;
   projectorPath: string;
 }
@@ -424,22 +569,26 @@ interface CachedSplit extends Pick<VisionSplit, "names" | "found"> {
 /** Splits the encoder once per file version; later loads read the cached graphs. */
 function loadSplit(encoderPath: string, cacheDir?: string): CachedSplit {
   const stat = statSync(encoderPath);
-  const key = createHash("sha256").update(`${path.resolve(encoderPath)}\0${stat.size}\0${stat.mtimeMs}\0v1`).digest("hex").slice(0, 16);
+  const key = createHash("sha256").update(`${path.resolve(encoderPath)}\0${stat.size}\0${stat.mtimeMs}\0v2`).digest("hex").slice(0, 16);
   const dir = path.join(cacheDir ?? process.env.LEANVISION_CACHE_DIR ?? path.join(os.homedir(), ".cache", "leanvision"), "transformers-adapter", key);
   const meta = path.join(dir, "split.json");
   const featuresPath = path.join(dir, "vision_features.onnx");
   const projectorPath = path.join(dir, "vision_projector.onnx");
-  if (existsSync(meta)) return { ...JSON.parse(readFileSync(meta, "utf8")), featuresPath, projectorPath };
+  if (existsSync(meta)) return { missing: [], ...JSON.parse(readFileSync(meta, "utf8")), featuresPath, projectorPath };
   const files = new Map<string, Buffer>();
-  const split = splitVisionEncoder(readFileSync(encoderPath), (location, offset, length) => {
-    const file = path.join(path.dirname(encoderPath), location);
-    if (!files.has(file)) files.set(file, readFileSync(file));
-    const data = files.get(file)!;
-    if (offset + (length ?? 0) > data.length) {
-      throw new LeanVisionError("UNSUPPORTED_MODEL", `external data ${file} is ${data.length} bytes, shorter than the model says`);
-    }
-    return data.subarray(offset, length === undefined ? undefined : offset + length);
-  });
+  const split = splitVisionEncoder(
+    readFileSync(encoderPath),
+    (location, offset, length) => {
+      const file = path.join(path.dirname(encoderPath), location);
+      if (!files.has(file)) files.set(file, readFileSync(file));
+      const data = files.get(file)!;
+      if (offset + (length ?? 0) > data.length) {
+        throw new LeanVisionError("UNSUPPORTED_MODEL", `external data ${file} is ${data.length} bytes, shorter than the model says`);
+      }
+      return data.subarray(offset, length === undefined ? undefined : offset + length);
+    },
+    { outputs: "compact" }
+  );
   mkdirSync(dir, { recursive: true });
   const write = (file: string, data: Uint8Array | string) => {
     writeFileSync(`${file}.tmp-${process.pid}`, data);
@@ -447,21 +596,8 @@ function loadSplit(encoderPath: string, cacheDir?: string): CachedSplit {
   };
   write(featuresPath, split.features);
   write(projectorPath, split.projector);
-  write(meta, JSON.stringify({ source: encoderPath, names: split.names, found: split.found }, null, 2));
-  return { names: split.names, found: split.found, featuresPath, projectorPath };
-}
-
-/** Keys [tokens x heads*headDim] of image b -> [tokens x headDim], averaged over heads (VisionZip's metric). */
-function averageHeads(keys: Float32Array, b: number, tokens: number, heads: number, headDim: number): Float32Array {
-  const out = new Float32Array(tokens * headDim);
-  const base = b * tokens * heads * headDim;
-  for (let t = 0; t < tokens; t++) {
-    for (let h = 0; h < heads; h++) {
-      const src = base + (t * heads + h) * headDim;
-      for (let d = 0; d < headDim; d++) out[t * headDim + d] += keys[src + d] / heads;
-    }
-  }
-  return out;
+  write(meta, JSON.stringify({ source: encoderPath, names: split.names, found: split.found, missing: split.missing }, null, 2));
+  return { names: split.names, found: split.found, missing: split.missing, featuresPath, projectorPath };
 }
 
 /** Replaces the i-th `<image>` (across all texts, in order) with counts[i] copies of it. */

@@ -42,8 +42,15 @@ describe("splitting the vision encoder", () => {
       softmax: "/vision_tower/vision_model/encoder/layers.1/self_attn/Softmax",
       keyProjection: "/vision_tower/vision_model/encoder/layers.1/self_attn/k_proj/Add",
       clsSlice: "/Slice",
-      attentionLayers: 2
+      attentionLayers: 2,
+      cls: true,
+      scoreKind: "cls-attention",
+      precision: "float32",
+      quantizedOps: []
     });
+    expect(lean.split.missing).toEqual([]);
+    // The compact split: the in-graph score and head-averaged keys, not the whole attention.
+    expect(lean.split.names).toMatchObject({ score: "leanvision_score", headKeys: "leanvision_keys_mean", attention: "", keys: "" });
   });
 
   const encoder = () => onnx.ModelProto.decode(readFileSync(path.join(stock.dir, "onnx", "vision_encoder.onnx")));

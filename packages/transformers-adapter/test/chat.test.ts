@@ -1,13 +1,13 @@
 // TransformersVisionChat: turn 2 reuses the reduced image from the KV cache, the reuse is exact, and
 // bad inputs fail with typed errors while the conversation stays as it was.
-import { Tensor } from "@huggingface/transformers";
+import { RawImage } from "@huggingface/transformers";
 import { LeanVisionError, parseReducerSpec } from "@leanvision/core";
 import { readFileSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadImage, TransformersVisionChat, withLeanVision, type LeanVisionLlava } from "../src/index.js";
-import { caught, loadTiny, testPicture, testPng, type Loaded } from "./helpers.js";
+import { caught, generateFrom, loadTiny, testPicture, testPng, type Loaded } from "./helpers.js";
 
 let tiny: Loaded;
 let lean: LeanVisionLlava;
@@ -70,14 +70,7 @@ describe("TransformersVisionChat", () => {
 
     // From scratch: no cache, the same tokens, the image encoded again with the same reducer.
     const { pixel_values } = await tiny.processor._call(await loadImage(png), "USER: <image>\n x");
-    const out = await tiny.model.generate({
-      input_ids: new Tensor("int64", BigInt64Array.from(promptIds), [1, promptIds.length]),
-      attention_mask: new Tensor("int64", new BigInt64Array(promptIds.length).fill(1n), [1, promptIds.length]),
-      pixel_values,
-      max_new_tokens: 6,
-      do_sample: false
-    });
-    const recomputed = ((out as Tensor).tolist()[0] as bigint[]).slice(promptIds.length);
+    const recomputed = await generateFrom(tiny.model, promptIds, pixel_values, 6);
     expect(recomputed).toEqual(all.slice(promptIds.length));
     expect(tiny.processor.tokenizer.decode(recomputed, { skip_special_tokens: true }).trim()).toBe(reply2);
   });
@@ -92,7 +85,8 @@ describe("TransformersVisionChat", () => {
     const cases: Array<[string, () => Promise<unknown>, string]> = [
       ["corrupt file", () => chat.prompt("?", { images: [corrupt] }), "IMAGE_DECODE"],
       ["corrupt buffer", () => chat.prompt("?", { images: [new Uint8Array([0xff, 0xd8, 1, 2, 3])] }), "IMAGE_DECODE"],
-      ["missing file", () => chat.prompt("?", { images: ["/nonexistent/picture.png"] }), "IMAGE_DECODE"],
+      ["missing file", () => chat.prompt("?", { images: ["/nonexistent/picture.png"] }), "INVALID_INPUT"],
+      ["a directory", () => chat.prompt("?", { images: [os.tmpdir()] }), "INVALID_INPUT"],
       ["raw pixels of the wrong size", () => chat.prompt("?", { images: [{ data: new Uint8Array(10), width: 4, height: 4 }] }), "INVALID_INPUT"],
       ["non-string text", () => chat.prompt(42 as never), "INVALID_INPUT"],
       ["bad maxTokens", () => chat.prompt("?", { maxTokens: 0 }), "INVALID_INPUT"]
@@ -124,6 +118,19 @@ describe("TransformersVisionChat", () => {
     expect(t2.reusedTokens).toBeGreaterThan(64);
     expect(t2.evaluatedTokens).toBeGreaterThan(64);
     expect(chat.tokenIds.filter((t) => t === 32000n)).toHaveLength(128);
+  });
+
+  it("maxPixels refuses larger images (files, buffers, raw pixels and RawImage) with IMAGE_TOO_LARGE", async () => {
+    const chat = new TransformersVisionChat({ lean, maxPixels: 320 * 240 - 1 });
+    const raw = testPicture(320, 240, 0);
+    for (const image of [png, readFileSync(png), raw, new RawImage(new Uint8ClampedArray(raw.data), 320, 240, 3)]) {
+      const err = await caught(() => chat.prompt("?", { images: [image], maxTokens: 1 }));
+      expect(err.code).toBe("IMAGE_TOO_LARGE");
+    }
+    expect(chat.turns).toHaveLength(0);
+    const roomy = new TransformersVisionChat({ lean, maxPixels: 320 * 240 });
+    await roomy.prompt("?", { images: [png], maxTokens: 1 });
+    expect(roomy.lastTurn!.images[0]).toMatchObject({ width: 320, height: 240 });
   });
 
   it("a disposed chat, or a chat over a disposed model, throws DISPOSED", async () => {

@@ -51,6 +51,18 @@ export function newTokens(out: unknown, inputLength: number): bigint[] {
   return ((out as Tensor).tolist()[0] as bigint[]).slice(inputLength);
 }
 
+/** Greedy continuation of a whole token sequence (image tokens included) from scratch: no cache, the image encoded again. */
+export async function generateFrom(model: LlavaLikeModel, ids: bigint[], pixelValues: unknown, maxNewTokens: number): Promise<bigint[]> {
+  const out = await model.generate({
+    input_ids: new Tensor("int64", BigInt64Array.from(ids), [1, ids.length]),
+    attention_mask: new Tensor("int64", new BigInt64Array(ids.length).fill(1n), [1, ids.length]),
+    pixel_values: pixelValues,
+    max_new_tokens: maxNewTokens,
+    do_sample: false
+  });
+  return newTokens(out, ids.length);
+}
+
 export async function caught(p: Promise<unknown> | (() => unknown)): Promise<any> {
   try {
     await (typeof p === "function" ? p() : p);

@@ -13,6 +13,7 @@ import onnxProto from "onnx-proto";
 import type * as OnnxTypes from "onnx-proto";
 import { beforeAll, describe, expect, it } from "vitest";
 import { SPLIT_OUTPUTS, splitVisionEncoder } from "../src/instrument.js";
+import { relativeError } from "@leanvision/testkit";
 
 // onnxruntime-node as transformers.js loads it (a dependency of @huggingface/transformers, not of this package).
 const ort = createRequire(import.meta.resolve("@huggingface/transformers"))("onnxruntime-node");
@@ -157,17 +158,6 @@ function dynamicQuantize(x: Float64Array): Float64Array {
   return x.map((v) => (Math.min(255, Math.max(0, Math.round(Math.fround(v) / scale) + zp)) - zp) * scale);
 }
 
-/** max |a - b| / max |b|. */
-function relativeError(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  expect(a.length).toBe(b.length);
-  let diff = 0;
-  let scale = 0;
-  for (let i = 0; i < b.length; i++) {
-    diff = Math.max(diff, Math.abs(a[i] - b[i]));
-    scale = Math.max(scale, Math.abs(b[i]));
-  }
-  return diff / scale;
-}
 
 function topK(values: ArrayLike<number>, k: number, skip = -1): Set<number> {
   return new Set([...Array.from(values).keys()].filter((i) => i !== skip).sort((a, b) => values[b] - values[a] || a - b).slice(0, k));

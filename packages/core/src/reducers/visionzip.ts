@@ -1,6 +1,6 @@
 import type { ReducerDefinition } from "../registry.js";
 import type { AdaptiveVisionZipSpec, VisionZipSpec } from "../types.js";
-import { visionZip as run, visionZipAdaptive as runAdaptive } from "../visionzip.js";
+import { visionZip as run, visionZipAdaptive as runAdaptive, visionZipAdaptiveImage, visionZipNextOrder } from "../visionzip.js";
 import { matchShort, NUM } from "./text.js";
 
 /** VisionZip with a fixed budget per tile: `visionzip:D+C` (D dominant counting CLS, C contextual). */
@@ -19,6 +19,9 @@ export const visionZip: ReducerDefinition<VisionZipSpec> = {
   format: (s) => `visionzip:${s.dominant}+${s.contextual}`,
   needs: (s) => ({ attention: true, keys: s.contextual > 0 }),
   reduce: (tile, s) => run(tile, s),
+  // Each tile reduced as a single image, then VisionZip's LLaVA-NeXT order (one tile: unchanged).
+  reduceImage: (image, s) => visionZipNextOrder(image, image.tiles.map((tile) => run(tile, s))),
+  leadsWithTile0: true,
   count(tile, s) {
     const valid = Number.isInteger(s.dominant) && s.dominant >= 1 && s.dominant <= tile.numTokens && Number.isInteger(s.contextual) && s.contextual >= 0;
     // CLS counts as dominant; with fewer tokens left than `contextual`, one contextual token each (as the official code).
@@ -30,7 +33,10 @@ export const visionZip: ReducerDefinition<VisionZipSpec> = {
 export const ADAPTIVE_DEFAULT_MIN = 16;
 export const ADAPTIVE_DEFAULT_MAX = 192;
 
-/** VisionZip with the dominant count chosen per tile from the attention mass: `visionzip:auto:COVERAGE+C[:MIN-MAX]`. */
+/**
+ * VisionZip with the dominant count chosen from the attention mass: `visionzip:auto:COVERAGE+C[:MIN-MAX]`
+ * (per tile on a single tile; one image-wide budget spent unevenly over a NeXT image's tiles).
+ */
 export const visionZipAdaptive: ReducerDefinition<AdaptiveVisionZipSpec> = {
   kind: "visionzip-adaptive",
   params: ["coverage", "min", "max", "contextual"],
@@ -57,5 +63,7 @@ export const visionZipAdaptive: ReducerDefinition<AdaptiveVisionZipSpec> = {
   format: (s) => `visionzip:auto:${s.coverage}+${s.contextual}:${s.min}-${s.max}`,
   needs: (s) => ({ attention: true, keys: s.contextual > 0 }),
   reduce: (tile, s) => runAdaptive(tile, s),
+  // One budget over all tiles: see visionZipAdaptiveImage for the rule.
+  reduceImage: (image, s) => visionZipAdaptiveImage(image, s),
   count: () => null // depends on the attention
 };

@@ -4,6 +4,7 @@
 #include <cstdlib>
 
 #include "multilevel.h"
+#include "cpu-backend.h"
 
 namespace leanvision {
 
@@ -40,8 +41,11 @@ void CheckCapture(const VisionContext & vc, CaptureMode mode, const Capture & c)
             throw CodedError("UNSUPPORTED_MODEL", "the graph runs encoder layers up to " + std::to_string(c.deepestKeyLayer) +
                                                       " but the mmproj's metadata says " + std::to_string(vc.layout.featureLayerIndex));
         }
-        if (c.attention.size() != (size_t)c.heads * c.numTokens * c.numTokens) {
-            throw CodedError("ENCODE_FAILED", "the feature layer's attention was not captured (is flash attention on?)");
+        if (c.attentionScores.size() != (size_t)c.numTokens) {
+            throw CodedError("ENCODE_FAILED", "the feature layer's attention scores were not computed (" + c.queryName + " not seen)");
+        }
+        if (!c.attention.empty() && c.attention.size() != (size_t)c.heads * c.numTokens * c.numTokens) {
+            throw CodedError("ENCODE_FAILED", "the feature layer's attention softmax has an unexpected size");
         }
     }
     const int patches = c.numTokens - (vc.layout.hasCls ? 1 : 0);
@@ -65,10 +69,21 @@ void InitMtmd(VisionContext & vc, const std::string & path, int nThreads, bool u
     params.use_gpu = useGpu;
     params.print_timings = false;
     params.n_threads = nThreads;
+    vc.nThreads = nThreads;
     params.warmup = false;
-    // The attention softmax only exists without flash attention; `flashAttention: true` gives mtmd's
-    // default (auto) for a stock-only context, e.g. to measure what capture costs against it.
+    // mtmd's default (auto: on where the backend supports it). Capture computes the scores it needs
+    // from the feature layer's queries and keys; `flashAttention: false` is the reference path.
     params.flash_attn_type = flashAttention ? LLAMA_FLASH_ATTN_TYPE_AUTO : LLAMA_FLASH_ATTN_TYPE_DISABLED;
+    if (!useGpu) {
+        // The vision graph runs on our build of ggml's CPU backend (cpu-backend.h), in mtmd's device
+        // slot; mtmd's default CPU backend (node-llama-cpp's) stays in its scheduler as the fallback.
+        std::string why;
+        if (ggml_backend_dev_t dev = VisionCpuDevice(nThreads, why)) {
+            params.use_gpu = true;
+            params.device = dev;
+        }
+    }
+    vc.backend = useGpu ? "gpu" : VisionCpuDescription(nThreads);
     params.cb_eval = OnEval;
     params.cb_eval_user_data = &vc.capture;
     vc.mtmd.reset(mtmd_init_from_file(path.c_str(), nullptr, params));
@@ -76,31 +91,39 @@ void InitMtmd(VisionContext & vc, const std::string & path, int nThreads, bool u
     if (!mtmd_support_vision(vc.mtmd.get())) throw CodedError("UNSUPPORTED_MODEL", path + " has no vision encoder");
 }
 
-void Encode(VisionContext & vc, const std::vector<uint8_t> & rgb, int width, int height, CaptureMode mode, EncodeResult & out,
-            const std::vector<int> & levelLayers) {
+void Prepare(VisionContext & vc, const std::vector<uint8_t> & rgb, int width, int height, CaptureMode mode, PreparedImage & out) {
     mtmd::bitmap bitmap(width, height, rgb.data());
-    mtmd::input_chunks chunks(mtmd_input_chunks_init());
+    out.chunks.ptr.reset(mtmd_input_chunks_init());
     mtmd_input_part part = {nullptr, bitmap.ptr.get()};
     const mtmd_input_part * parts[1] = {&part};
-    if (mtmd_tokenize_from_parts(vc.mtmd.get(), chunks.ptr.get(), parts, 1, false) != 0) {
+    if (mtmd_tokenize_from_parts(vc.mtmd.get(), out.chunks.ptr.get(), parts, 1, false) != 0) {
         throw CodedError("IMAGE_DECODE", "mtmd could not preprocess the image: " + TakeLastError());
     }
-    // LLaVA-1.6 any-resolution splits a large image into an overview and tiles.
+    // One image chunk per tile: LLaVA-1.5 one; LLaVA-1.6 (pinpoints) the high-resolution tiles
+    // row-major, then the overview (mtmd's order; src/vision-model.ts arranges them).
     const size_t tileTokens = (size_t)vc.layout.gridRows * vc.layout.gridCols;
-    if (chunks.size() != 1 || mtmd_input_chunk_get_type(chunks[0]) != MTMD_INPUT_CHUNK_TYPE_IMAGE ||
-        (mode != CaptureMode::None && mtmd_input_chunk_get_n_tokens(chunks[0]) != tileTokens)) {
-        throw CodedError("UNSUPPORTED_MODEL", "mtmd split the " + std::to_string(width) + "x" + std::to_string(height) +
-                                                  " image into tiles (any-resolution); LeanVision encodes single-tile images so far "
-                                                  "(an image no larger than the mmproj's image_size stays one tile)");
+    const size_t n = out.chunks.size();
+    if (n == 0) throw CodedError("ENCODE_FAILED", "mtmd made no chunk of the image");
+    for (size_t i = 0; i < n; i++) {
+        if (mtmd_input_chunk_get_type(out.chunks[i]) != MTMD_INPUT_CHUNK_TYPE_IMAGE ||
+            (mode != CaptureMode::None && mtmd_input_chunk_get_n_tokens(out.chunks[i]) != tileTokens)) {
+            throw CodedError("UNSUPPORTED_MODEL", "mtmd split the " + std::to_string(width) + "x" + std::to_string(height) + " image into " +
+                                                      std::to_string(n) + " chunks of which chunk " + std::to_string(i) +
+                                                      " is not one tile of the mmproj's " + std::to_string(vc.layout.gridRows) + "x" +
+                                                      std::to_string(vc.layout.gridCols) + " patch grid");
+        }
     }
-    const mtmd_input_chunk * chunk = chunks[0];
+}
 
-    vc.capture.Begin(mode, vc.layout.featureLayerIndex);
+void EncodeTile(VisionContext & vc, const PreparedImage & image, size_t tile, CaptureMode mode, EncodeResult & out,
+                const std::vector<int> & levelLayers) {
+    const mtmd_input_chunk * chunk = image.chunks[tile];
+    vc.capture.Begin(mode, vc.layout, vc.nThreads);
     if (mode != CaptureMode::None) vc.capture.levelLayers = levelLayers;
     const int rc = mtmd_encode_chunk(vc.mtmd.get(), chunk);
     out.capture = std::move(vc.capture);
     vc.capture = Capture();
-    if (rc != 0) throw CodedError("ENCODE_FAILED", "mtmd_encode_chunk failed: " + TakeLastError());
+    if (rc != 0) throw CodedError("ENCODE_FAILED", "mtmd_encode_chunk failed on tile " + std::to_string(tile) + ": " + TakeLastError());
     if (!out.capture.error.empty()) throw CodedError("ENCODE_FAILED", out.capture.error);
 
     out.stockTokens = (int)mtmd_input_chunk_get_n_tokens(chunk);
@@ -112,6 +135,15 @@ void Encode(VisionContext & vc, const std::vector<uint8_t> & rgb, int width, int
     }
     CheckCapture(vc, mode, out.capture);
     FinishLevels(out.capture);
+}
+
+void Encode(VisionContext & vc, const std::vector<uint8_t> & rgb, int width, int height, CaptureMode mode, std::vector<EncodeResult> & out,
+            const std::vector<int> & levelLayers) {
+    PreparedImage image;
+    Prepare(vc, rgb, width, height, mode, image);
+    out.clear();
+    out.resize(image.chunks.size());
+    for (size_t i = 0; i < out.size(); i++) EncodeTile(vc, image, i, mode, out[i], levelLayers);
 }
 
 }  // namespace leanvision

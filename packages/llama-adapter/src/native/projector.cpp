@@ -3,6 +3,8 @@
 #include <cmath>
 #include <fstream>
 
+#include "cpu-backend.h"
+
 namespace leanvision {
 
 ggml_backend_t InitProjectorBackend(bool useGpu) {
@@ -11,17 +13,9 @@ ggml_backend_t InitProjectorBackend(bool useGpu) {
         backend = ggml_backend_init_by_type(GGML_BACKEND_DEVICE_TYPE_GPU, nullptr);
         if (!backend) backend = ggml_backend_init_by_type(GGML_BACKEND_DEVICE_TYPE_IGPU, nullptr);
     }
-    if (!backend) backend = ggml_backend_init_by_type(GGML_BACKEND_DEVICE_TYPE_CPU, nullptr);
+    if (!backend) backend = InitVisionCpuBackend(1);  // threads: set per run
     if (!backend) throw CodedError("NATIVE_BUILD", "no ggml CPU backend is loaded; load the addon after node-llama-cpp's getLlama()");
     return backend;
-}
-
-void SetBackendThreads(ggml_backend_t backend, int nThreads) {
-    ggml_backend_dev_t dev = ggml_backend_get_device(backend);
-    ggml_backend_reg_t reg = dev ? ggml_backend_dev_backend_reg(dev) : nullptr;
-    if (!reg) return;
-    auto fn = (ggml_backend_set_n_threads_t)ggml_backend_reg_get_proc_address(reg, "ggml_backend_set_n_threads");
-    if (fn) fn(backend, nThreads);
 }
 
 void Projector::Release() {

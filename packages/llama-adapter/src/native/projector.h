@@ -28,11 +28,8 @@ struct Projector {
 // one is loaded, else the CPU.
 void LoadProjector(const GgufFile & f, bool useGpu, int nThreads, Projector & p);
 
-// A GPU backend when `useGpu` and one is loaded, else the CPU; NATIVE_BUILD when there is none.
+// A GPU backend when `useGpu` and one is loaded, else the vision CPU backend (cpu-backend.h); NATIVE_BUILD when there is none.
 ggml_backend_t InitProjectorBackend(bool useGpu);
-
-// Sets the CPU threads of `backend` (no-op for backends without the setting).
-void SetBackendThreads(ggml_backend_t backend, int nThreads);
 
 // Copies the tensors `names` of `f` (already checked) into `weights` / `buffer` on `backend`; `out[i]`
 // is the loaded tensor of names[i], named so.

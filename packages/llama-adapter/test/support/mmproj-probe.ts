@@ -32,9 +32,9 @@ async function main(jobFile: string, resultsFile: string): Promise<void> {
   for (const { id, path } of job.mmprojs) {
     record({ id, phase: "start" });
     try {
-      const vision = await loadVisionModel({ llama, model, mmprojPath: path, reducer: "visionzip:54+10", threads: 1 });
+      const vision = await loadVisionModel({ llama, model, mmprojPath: path, threads: 1 });
       try {
-        const encoded = await vision.encodeImage(PROBE_IMAGE);
+        const encoded = await vision.encodeImage(PROBE_IMAGE, "visionzip:54+10");
         const stock = await vision.encodeImageStock(PROBE_IMAGE);
         record({ id, phase: "done", result: "ok", tokens: encoded.reduced.numTokens, stockTokens: stock.numTokens });
       } finally {

@@ -7,7 +7,7 @@ import path from "node:path";
 import { gguf } from "@huggingface/gguf";
 import { ensureLlamaSource } from "./llama-source.js";
 import { GgmlType, hashSeed } from "./numeric.js";
-import type { GgufProfile, LanguageModelShape, WeightType } from "./profiles.js";
+import type { GgufProfile, LanguageModelShape, VisionTowerShape, WeightType } from "./profiles.js";
 import { imageTokenGrid } from "./profiles.js";
 import { type GgufArray, type GgufFile, type GgufScalar, type GgufTensor, type GgufValue, GgufValueType, kv } from "./writer.js";
 
@@ -160,6 +160,7 @@ export function mmprojFile(profile: GgufProfile): GgufFile {
     ["clip.vision.attention.layer_norm_epsilon", kv.f32(v.eps)],
     ["clip.vision.block_count", kv.u32(blockCount)],
     ["clip.vision.feature_layer", kv.arr(GgufValueType.INT32, [blockCount])],
+    ...anyresMetadata(v),
     ["clip.vision.image_mean", kv.arr(GgufValueType.FLOAT32, v.imageMean)],
     ["clip.vision.image_std", kv.arr(GgufValueType.FLOAT32, v.imageStd)],
   ];
@@ -192,7 +193,25 @@ export function mmprojFile(profile: GgufProfile): GgufFile {
       ones(`${p}.ln2.weight`, v.nEmbd), zeros(`${p}.ln2.bias`, v.nEmbd),
     );
   }
+  // LLaVA-1.6's learned newline, under the name the legacy surgery keeps (clip.cpp reads no such tensor).
+  if (v.anyres) tensors.push({ name: "model.image_newline", shape: [lmEmbd], type: GgmlType.F32, source: { kind: "random", std: 0.02, seed: hashSeed(seed, "model.image_newline") } });
   return { metadata, tensors };
+}
+
+/**
+ * The LLaVA-1.6 keys convert_image_encoder_to_gguf.py copies from the model's config (llava-v1.6-vicuna-7b:
+ * anyres, crop and split resolution 224, spatial_unpad, mlp2x_gelu), pinpoints flattened to [w0, h0, w1, h1, ...].
+ */
+function anyresMetadata(v: VisionTowerShape): Array<[string, GgufValue]> {
+  if (!v.anyres) return [];
+  return [
+    ["clip.vision.image_grid_pinpoints", kv.arr(GgufValueType.INT32, v.anyres.pinpoints.flat())],
+    ["clip.vision.image_crop_resolution", kv.u32(224)],
+    ["clip.vision.image_aspect_ratio", kv.str("anyres")],
+    ["clip.vision.image_split_resolution", kv.u32(224)],
+    ["clip.vision.mm_patch_merge_type", kv.str("spatial_unpad")],
+    ["clip.vision.mm_projector_type", kv.str("mlp2x_gelu")],
+  ];
 }
 
 /** sha256 of a file, hex. */

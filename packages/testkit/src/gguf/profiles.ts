@@ -1,6 +1,6 @@
 // The synthetic LLaVA profiles: real architectures and shapes, random weights.
 
-export type GgufProfileName = "tiny" | "tiny-siglip" | "small" | "llava-1.5-7b" | "nanollava";
+export type GgufProfileName = "tiny" | "tiny-siglip" | "small" | "llava-1.5-7b" | "nanollava" | "tiny-next" | "small-next" | "llava-1.6-7b";
 export type WeightType = "f32" | "f16" | "q8_0" | "q4_0";
 
 /** The language model half of a LLaVA pair (llama.cpp's "llama" or "qwen2" architecture). */
@@ -45,6 +45,12 @@ export interface VisionTowerShape {
   /** Hidden size of the projector (mm.0 output); LLaVA uses the language model's n_embd. */
   projectorHidden: number;
   weightType: WeightType;
+  /**
+   * LLaVA-1.6 (NeXT) any-resolution: the mmproj is written as llama.cpp's own 1.6 conversion writes
+   * it (llava_surgery_v2.py + convert_image_encoder_to_gguf.py): these resolution candidates as
+   * clip.vision.image_grid_pinpoints, the anyres / spatial_unpad keys, and `model.image_newline`.
+   */
+  anyres?: { pinpoints: Array<[number, number]> };
 }
 
 export interface GgufProfile {
@@ -70,6 +76,8 @@ type TowerSize = Pick<VisionTowerShape, "nEmbd" | "nHead" | "nFf" | "towerLayers
 const clipTower = (s: TowerSize & { projectionDim: number }): VisionTowerShape => ({
   kind: "clip", imageSize: 336, patchSize: 14, eps: 1e-5, imageMean: CLIP_MEAN, imageStd: CLIP_STD, ...s,
 });
+/** LLaVA-1.6's resolution candidates (its config's image_grid_pinpoints): 1x2, 2x1, 2x2, 3x1 and 1x3 tiles of 336 px. */
+export const LLAVA_NEXT_PINPOINTS: Array<[number, number]> = [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]];
 const siglipTower = (s: TowerSize): VisionTowerShape => ({
   kind: "siglip", imageSize: 384, patchSize: 14, eps: 1e-6, imageMean: SIGLIP_MEAN, imageStd: SIGLIP_STD, projectionDim: 0, ...s,
 });
@@ -77,9 +85,11 @@ const siglipTower = (s: TowerSize): VisionTowerShape => ({
 /**
  * The documented profiles. Image token counts follow llama.cpp: (imageSize / patchSize)^2 patches,
  * i.e. 24x24 = 576 for CLIP at 336 px and 27x27 = 729 for SigLIP at 384 px (the CLS token is dropped
- * before the projector).
+ * before the projector). The `-next` / 1.6 profiles count that per tile: an image larger than
+ * 336 px becomes an overview plus the tiles of its best pinpoint (the 640x488 sample photo: 2x2 + 1
+ * tiles, 2,880 tokens).
  */
-export const GGUF_PROFILES: Readonly<Record<GgufProfileName, GgufProfile>> = {
+const LLAVA_PROFILES: Record<Exclude<GgufProfileName, `${string}-next` | "llava-1.6-7b">, GgufProfile> = {
   tiny: {
     name: "tiny",
     description: "Test speed. LLaMA (256-d, 4 layers, q8_0) with the LLaMA/Vicuna SPM tokenizer; CLIP 336/14 (128-d, 3 layers run), 576 image tokens + CLS.",
@@ -115,6 +125,21 @@ export const GGUF_PROFILES: Readonly<Record<GgufProfileName, GgufProfile>> = {
     lm: qwen2Lm({ nEmbd: 1024, nLayer: 24, nHead: 16, nHeadKv: 16, nFf: 2816, weightType: "q8_0" }),
     vision: siglipTower({ nEmbd: 1152, nHead: 16, nFf: 4304, towerLayers: 27, projectorHidden: 1024, weightType: "f16" }),
   },
+};
+
+/** A LLaVA-1.6 (NeXT) profile: a 1.5 profile's shapes with LLaVA-1.6's pinpoints and image newline. */
+function nextProfile(base: GgufProfile, name: GgufProfileName, seed: number, description: string): GgufProfile {
+  return { ...base, name, description, seed, vision: { ...base.vision, anyres: { pinpoints: LLAVA_NEXT_PINPOINTS } } };
+}
+
+export const GGUF_PROFILES: Readonly<Record<GgufProfileName, GgufProfile>> = {
+  ...LLAVA_PROFILES,
+  "tiny-next": nextProfile(LLAVA_PROFILES.tiny, "tiny-next", 11,
+    "Test speed, LLaVA-1.6 (NeXT) layout. tiny's LLaMA (256-d, 4 layers, q8_0) and CLIP 336/14 (128-d, 3 layers run); LLaVA-1.6 pinpoints, 576 tokens + CLS per tile, 2,880 for the sample photo."),
+  "small-next": nextProfile(LLAVA_PROFILES.small, "small-next", 13,
+    "Demo size, LLaVA-1.6 (NeXT) layout. small's LLaMA (1280-d, 16 layers, q8_0) and CLIP 336/14 (384-d, 6 layers run); LLaVA-1.6 pinpoints, 576 tokens + CLS per tile, 2,880 for the sample photo."),
+  "llava-1.6-7b": nextProfile(LLAVA_PROFILES["llava-1.5-7b"], "llava-1.6-7b", 17,
+    "LLaVA-1.6-Vicuna-7B shapes. LLaMA-7B (4096-d, 32 layers, 32 heads, FFN 11008, q4_0); CLIP ViT-L/14-336 (1024-d, 16 heads, FFN 4096, 23 of 24 layers, f16); projector 1024 -> 4096 -> 4096, image newline; LLaVA-1.6 pinpoints, 576 tokens + CLS per tile, 2,880 for the sample photo."),
 };
 
 /** Patch grid side and visual token count llama.cpp produces for a profile's mmproj. */

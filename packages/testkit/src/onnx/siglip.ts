@@ -4,17 +4,11 @@
 // LayerNorm eps 1e-6), no post-layernorm (the feature layer is a hidden state, not the pooled output),
 // then the two-layer GELU projector. One graph: pixel_values -> image_features [batch, patches, hidden].
 import { FLOAT, GraphBuilder, Rng } from "./graph.js";
+import type { VitShape } from "./vision.js";
 
-export interface SiglipShape {
-  imageSize: number;
-  patchSize: number;
-  hidden: number;
-  heads: number;
-  intermediate: number;
+export interface SiglipShape extends VitShape {
   /** Encoder layers the graph runs (up to the feature layer). */
   layers: number;
-  /** Projector output = the language model's hidden size. */
-  projectTo: number;
 }
 
 /** Initializer names: OneVision's (HF LlavaOnevision state dict) or nanoLLaVA's (its remote-code model). */

@@ -3,16 +3,20 @@
 // GELU MLP projector. One graph: pixel_values -> image_features.
 import { FLOAT, GraphBuilder, Rng } from "./graph.js";
 
-export interface VisionShape {
+/** What every ViT-based vision encoder profile gives: the tower's sizes and the projector's output. */
+export interface VitShape {
   imageSize: number;
   patchSize: number;
   hidden: number;
   heads: number;
   intermediate: number;
-  /** Layers of the full CLIP tower; the graph runs layers - 1 of them (feature layer -2). */
-  layers: number;
   /** Projector output = the language model's hidden size. */
   projectTo: number;
+}
+
+export interface VisionShape extends VitShape {
+  /** Layers of the full CLIP tower; the graph runs layers - 1 of them (feature layer -2). */
+  layers: number;
 }
 
 export function buildVisionEncoder(shape: VisionShape, seed: number): { bytes: Uint8Array; parameters: number } {
