@@ -16,7 +16,7 @@ import { fileURLToPath, pathToFileURL } from "node:url";
 import { join, extname } from "node:path";
 import { LeanVisionError, parseReducerSpec, formatReducerSpec, tileKeepMasks } from "@leanvision/core";
 import { parseCli, parseRuntime, parseModelSource, positiveInt, invalid } from "../lib/args.js";
-import { REDUCER_PRESETS } from "@leanvision/core/presets";
+import { presetsFor } from "@leanvision/core/presets";
 import { openRuntime } from "../lib/runtime.js";
 import { progressBar } from "../lib/progress.js";
 
@@ -51,8 +51,10 @@ const ENV = {
   allowHost: "LEANVISION_CHAT_ALLOW_HOST"
 };
 
-/** The budgets the page offers when LeanVision is on (the first is the default). */
-export const BUDGETS = REDUCER_PRESETS.filter((p) => p.spec !== "none").map(({ label, spec }) => ({ label, value: spec }));
+/** The budgets the page offers when LeanVision is on, for the model's encoder tile (the first is the default). */
+export function budgetsFor(tile) {
+  return presetsFor(tile).filter((p) => p.spec !== "none").map(({ label, spec }) => ({ label, value: spec }));
+}
 
 const CONVERSATION_ID = /^[A-Za-z0-9_-]{1,64}$/;
 const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
@@ -90,6 +92,7 @@ export async function startChatServer({
   }
   const hostnames = allowedHostnames(host, allowedHosts);
   const rt = await openRuntime(source);
+  const budgets = budgetsFor(rt.tile);
   /** id → { chat, reducerName, imageBytes, overlay, lastUsed }; Map order = least recently used first. */
   const conversations = new Map();
   const inFlight = new Set(); // AbortControllers of open turns, aborted on close()
@@ -123,7 +126,7 @@ export async function startChatServer({
     const url = new URL(req.url, "http://localhost");
     if (STATIC_FILES[url.pathname] || url.pathname === "/api/budgets") {
       if (req.method !== "GET" && req.method !== "HEAD") throw methodNotAllowed("GET");
-      if (url.pathname === "/api/budgets") return sendJson(res, 200, BUDGETS);
+      if (url.pathname === "/api/budgets") return sendJson(res, 200, budgets);
       const file = STATIC_FILES[url.pathname];
       res.writeHead(200, { "content-type": CONTENT_TYPES[extname(file)], "cache-control": "no-store" });
       res.end(req.method === "HEAD" ? undefined : await readFile(join(PUBLIC_DIR, file)));
@@ -131,7 +134,7 @@ export async function startChatServer({
     }
     if (url.pathname === "/api/chat") {
       if (req.method !== "POST") throw methodNotAllowed("POST");
-      const body = parseChatRequest(await readJson(req, { maxBodyBytes, bodyTimeoutMs }), maxTextChars);
+      const body = parseChatRequest(await readJson(req, { maxBodyBytes, bodyTimeoutMs }), maxTextChars, budgets);
       return streamTurn(req, res, body);
     }
     if (url.pathname === "/api/end-chat") {
@@ -277,6 +280,8 @@ export async function startChatServer({
   const urlHost = address.family === "IPv6" ? `[${address.address}]` : address.address;
   return {
     url: `http://${host === "0.0.0.0" || host === "::" ? "localhost" : urlHost}:${address.port}/`,
+    /** The budgets the page offers for this model (budgetsFor its encoder tile). */
+    budgets,
     /** Counters and the live conversation count, for tests and monitoring. */
     stats() {
       return { ...counts, liveConversations: conversations.size, maxConversations };
@@ -418,7 +423,7 @@ function bodyTooLarge(maxBodyBytes) {
 }
 
 /** { conversation, text, image?, leanVision?, budget? } → { conversation, text, image: Buffer|null, reducer }. */
-function parseChatRequest(body, maxTextChars) {
+function parseChatRequest(body, maxTextChars, budgets) {
   if (body === null || typeof body !== "object" || Array.isArray(body)) bad("the request body must be a JSON object");
   const { conversation, text, image, leanVision = true, budget } = body;
   checkConversation(conversation);
@@ -432,8 +437,8 @@ function parseChatRequest(body, maxTextChars) {
   if (typeof leanVision !== "boolean") bad("leanVision must be true or false");
   let reducer = { kind: "none" };
   if (leanVision) {
-    const value = budget ?? BUDGETS[0].value;
-    if (!BUDGETS.some((b) => b.value === value)) bad(`budget must be one of ${BUDGETS.map((b) => b.value).join(", ")}`);
+    const value = budget ?? budgets[0].value;
+    if (!budgets.some((b) => b.value === value)) bad(`budget must be one of ${budgets.map((b) => b.value).join(", ")}`);
     reducer = parseReducerSpec(value);
   }
   return { conversation, text, image: imageBytes, reducer };

@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium, type BrowserContext, type Page } from "playwright-core";
 import { sampleImagePath } from "@leanvision/testkit";
-import { startChatServer, BUDGETS } from "../server.js";
+import { startChatServer } from "../server.js";
 import { ensureChromium, CHROMIUM_ARGS } from "./chromium.js";
 
 const ARTIFACTS = fileURLToPath(new URL("../../../test-artifacts/", import.meta.url));
@@ -133,14 +133,14 @@ describe("chat web app", () => {
     const post = (body: unknown) =>
       fetch(new URL("/api/chat", app.url), { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
 
-    const noImage = await post({ conversation: "fresh", text: "hello", leanVision: true, budget: BUDGETS[0].value });
+    const noImage = await post({ conversation: "fresh", text: "hello", leanVision: true, budget: app.budgets[0].value });
     expect(await noImage.text()).toMatch(/event: error\ndata: .*"code":"NO_CONVERSATION".*send the image again/);
 
     const badBudget = await post({ conversation: "x", text: "hi", image: "AAAA", leanVision: true, budget: "visionzip:lots" });
     expect(badBudget.status).toBe(400);
     expect(await badBudget.json()).toMatchObject({ code: "INVALID_INPUT", message: expect.stringContaining("budget must be one of") });
 
-    const notAnImage = await post({ conversation: "y", text: "hi", image: Buffer.from("not an image").toString("base64"), leanVision: true, budget: BUDGETS[0].value });
+    const notAnImage = await post({ conversation: "y", text: "hi", image: Buffer.from("not an image").toString("base64"), leanVision: true, budget: app.budgets[0].value });
     expect(await notAnImage.text()).toMatch(/event: error\ndata: .*"code":"IMAGE_DECODE"/);
     // The failed first turn left no half-made conversation behind: without the image it is not open.
     expect(await (await post({ conversation: "y", text: "again" })).text()).toMatch(/"code":"NO_CONVERSATION"/);

@@ -6,7 +6,7 @@ import { request } from "node:http";
 import { connect } from "node:net";
 import { readFileSync } from "node:fs";
 import { sampleImagePath } from "@leanvision/testkit";
-import { startChatServer, BUDGETS } from "../server.js";
+import { startChatServer } from "../server.js";
 
 type App = Awaited<ReturnType<typeof startChatServer>>;
 
@@ -57,7 +57,7 @@ function raw(method: string, path: string, headers: Record<string, string | numb
 const JSON_HEADERS = { "content-type": "application/json" };
 
 function chatBody(conversation: string, { image = true, text = "What is this?" } = {}) {
-  return JSON.stringify({ conversation, text, image: image ? IMAGE : null, leanVision: true, budget: BUDGETS[0].value });
+  return JSON.stringify({ conversation, text, image: image ? IMAGE : null, leanVision: true, budget: app.budgets[0].value });
 }
 
 /** One turn; returns the events the server streamed. */
@@ -122,7 +122,7 @@ describe("Host and Origin", () => {
       expect(reply.headers["content-security-policy"]).toContain("frame-ancestors 'none'");
     }
     const budgets = await raw("GET", "/api/budgets", { origin: `http://${url.host}`, "sec-fetch-site": "same-origin" });
-    expect(JSON.parse(budgets.body)).toEqual(BUDGETS);
+    expect(JSON.parse(budgets.body)).toEqual(app.budgets);
   });
 });
 

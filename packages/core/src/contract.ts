@@ -116,6 +116,8 @@ export interface VisionRuntime {
   readonly runtime: string;
   /** What was loaded, for reports (model files, threads, binaries). */
   readonly description: Record<string, unknown>;
+  /** One encoder tile (patch grid, CLS): what a reducer works on; presetsFor(tile) lists the reducers that fit it. */
+  readonly tile: TileShape;
   /** Tokens of plain text (no template, no special tokens). */
   countTextTokens(text: string): number;
   /** How many embeddings an image takes with a reducer, without prefilling anything. */

@@ -66,5 +66,5 @@ export {
 } from "./tokenpacker.js";
 export { keepMask, tileKeepMasks, MASK_MERGED_OR_DROPPED, MASK_KEPT, MASK_CONTEXTUAL_TARGET } from "./mask.js";
 export { turnImage } from "./turn.js";
-export { REDUCER_PRESETS, DEFAULT_REDUCER, BENCH_REDUCERS, type ReducerPreset } from "./presets.js";
+export { REDUCER_PRESETS, DEFAULT_REDUCER, BENCH_REDUCERS, presetsFor, type ReducerPreset } from "./presets.js";
 export { median } from "./stats.js";

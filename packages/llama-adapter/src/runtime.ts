@@ -84,6 +84,7 @@ export async function openVisionRuntime(options: OpenLlamaRuntimeOptions): Promi
       trainContextSize: model.trainContextSize,
       binaries: { ...binariesInUse(llama), vision: vision.backend }
     },
+    tile: vision.tileShapes()[0],
     countTextTokens: (text: string) => model.tokenize(text).length,
     countTokens: (image: ImageInput, reducer?: ReducerInput) => vision.countTokens(image, reducer),
     encodeImage: (image: ImageInput, reducer?: ReducerInput) => vision.encodeImage(image, reducer),

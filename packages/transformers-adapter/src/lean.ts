@@ -14,6 +14,7 @@ import {
   type ReducedImage,
   type ReducerInput,
   type ReducerSpec,
+  type TileShape,
   type VisionFeatures
 } from "@leanvision/core";
 import { AsyncLocalStorage } from "node:async_hooks";
@@ -189,6 +190,13 @@ export class LeanVisionLlava {
   /** What the graph split found in vision_encoder.onnx, and what it could not expose. */
   get split(): SplitInfo {
     return this.installation.split;
+  }
+  /** One image's tile at the vision encoder's own size (vision_config.image_size / patch_size), CLS first where the model has one. */
+  get tileShape(): TileShape {
+    const v = this.model.config.vision_config as { image_size?: number; patch_size?: number } | undefined;
+    const side = Math.floor((v?.image_size ?? 336) / (v?.patch_size ?? 14));
+    const cls = this.split.found.cls;
+    return { numTokens: side * side + (cls ? 1 : 0), grid: { rows: side, cols: side }, clsIndex: cls ? 0 : null };
   }
 
   /**

@@ -85,6 +85,7 @@ export async function openVisionRuntime(options: OpenTransformersRuntimeOptions)
     runtime: "transformers",
     lean,
     description: { modelPath, dtype, threads: threads ?? null },
+    tile: lean.tileShape,
     countTextTokens: (text: string) => tokenizer.encode(text, { add_special_tokens: false }).length,
     async countTokens(image: ImageInput, reducer?: ReducerInput) {
       const spec = toReducerSpec(reducer ?? "none");
