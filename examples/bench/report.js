@@ -62,7 +62,7 @@ export function renderMarkdown(bench, { anchor = null, chartFile = null, image =
     "",
     `- Model: ${modelLine}`,
     ...(image ? [`- Image: \`${image}\``] : []),
-    `- Text tokens in the first question: ${bench.textTokens}`,
+    `- Text tokens in the first question: ${bench.textTokens} (no system prompt, as llama-mtmd-cli gets)`,
     ...(runs ? [`- Each number is the median of ${runs} runs, each in a fresh context; the image is sent in turn 1.`] : []),
     ...(threads ? [`- CPU threads: ${threads}${anchor ? " (LeanVision and llama-mtmd-cli alike)" : ""}`] : []),
     ...(bench.model?.binaries ? [`- Binaries: ${describeBinaries(bench.model.binaries)}`] : []),

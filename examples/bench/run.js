@@ -33,7 +33,8 @@ export async function runBenchmark(rt, { reducers, image, turns, runs, maxTokens
     let visualTokens = 0;
     for (let run = 0; run < runs; run++) {
       onRun({ reducer: name, run: run + 1, runs });
-      const chat = await rt.createChat({ reducer });
+      // No system prompt: the same prompt stock llama-mtmd-cli gets (the anchor row), so TTFTs compare.
+      const chat = await rt.createChat({ reducer, systemPrompt: "" });
       try {
         const runTurns = [];
         for (let t = 0; t < turns; t++) {
