@@ -2,6 +2,8 @@
 const $ = (id) => document.getElementById(id);
 const view = $("view");
 const context2d = view.getContext("2d");
+const tilesView = $("tiles-view"); // LLaVA-NeXT: the high-resolution tiles, each with its own grid
+const tilesContext = tilesView.getContext("2d");
 // llava-1.5 pads an image to a square with this colour before resizing; the grid lives on that square.
 const PAD_COLOUR = "rgb(122, 116, 104)";
 // Overlay mask values (core's keepMask).
@@ -54,6 +56,7 @@ async function pickImage(file) {
   overlay = null;
   $("drop-hint").hidden = true;
   draw();
+  drawTiles();
   note(`Image: ${file.name} (${picture.width}×${picture.height}); it is sent with the next question.`);
 }
 
@@ -140,6 +143,64 @@ function showTurn(turn) {
     view.dataset.kept = String(counts[KEPT]);
     view.dataset.contextual = String(counts[CONTEXTUAL_TARGET]);
     view.dataset.mergedOrDropped = String(counts[MERGED_OR_DROPPED]);
+    drawTiles();
+  }
+}
+
+/** Kept patches per high-resolution tile (the overlay's tiles after the overview). */
+function keptPerTile() {
+  return (overlay?.tiles ?? []).slice(1).map((t) => t.mask.filter((v) => v === KEPT).length);
+}
+
+/**
+ * LLaVA-NeXT: the picture fitted (aspect kept, centred) into the tile grid's canvas, as mtmd's
+ * any-resolution preprocessing does, and each high-resolution tile's cells marked like the overview's.
+ */
+function drawTiles() {
+  const grid = overlay?.tileGrid;
+  const many = Boolean(picture && grid && grid.rows * grid.cols > 0 && overlay.tiles.length === 1 + grid.rows * grid.cols);
+  tilesView.hidden = $("tiles-info").hidden = !many;
+  if (!many) return;
+  const side = Math.floor(336 / Math.max(grid.rows, grid.cols));
+  tilesView.width = side * grid.cols;
+  tilesView.height = side * grid.rows;
+  tilesContext.fillStyle = PAD_COLOUR;
+  tilesContext.fillRect(0, 0, tilesView.width, tilesView.height);
+  const scale = Math.min(tilesView.width / picture.width, tilesView.height / picture.height);
+  const w = picture.width * scale;
+  const h = picture.height * scale;
+  tilesContext.drawImage(picture, (tilesView.width - w) / 2, (tilesView.height - h) / 2, w, h);
+  overlay.tiles.slice(1).forEach((tile, i) => {
+    const x0 = (i % grid.cols) * side;
+    const y0 = Math.floor(i / grid.cols) * side;
+    markCells(tilesContext, tile, x0, y0, side);
+    tilesContext.strokeStyle = "white";
+    tilesContext.lineWidth = 1;
+    tilesContext.strokeRect(x0 + 0.5, y0 + 0.5, side - 1, side - 1);
+  });
+  const kept = keptPerTile();
+  tilesView.dataset.tiles = String(kept.length);
+  tilesView.dataset.grid = `${grid.rows}x${grid.cols}`;
+  tilesView.dataset.keptPerTile = kept.join(",");
+  $("tiles-info").textContent = `${grid.rows}×${grid.cols} high-resolution tiles: ${kept.join(", ")} patches kept`;
+}
+
+/** One tile's cells, drawn into the square (x0, y0, size): kept = blue, contextual = orange, merged or dropped = darkened. */
+function markCells(ctx, { rows, cols, mask }, x0, y0, size) {
+  const cw = size / cols;
+  const ch = size / rows;
+  for (let r = 0; r < rows; r++) {
+    for (let c = 0; c < cols; c++) {
+      const kind = mask[r * cols + c];
+      if (kind === MERGED_OR_DROPPED) {
+        ctx.fillStyle = "rgba(0, 0, 0, 0.6)";
+        ctx.fillRect(x0 + c * cw, y0 + r * ch, cw, ch);
+      } else {
+        ctx.strokeStyle = kind === KEPT ? "rgb(40, 100, 230)" : "rgb(240, 140, 20)";
+        ctx.lineWidth = 2;
+        ctx.strokeRect(x0 + c * cw + 1, y0 + r * ch + 1, cw - 2, ch - 2);
+      }
+    }
   }
 }
 
@@ -156,22 +217,7 @@ function draw() {
   const w = picture.width * scale;
   const h = picture.height * scale;
   context2d.drawImage(picture, (size - w) / 2, (size - h) / 2, w, h);
-  if (!overlay) return;
-  const cw = size / overlay.cols;
-  const ch = size / overlay.rows;
-  for (let r = 0; r < overlay.rows; r++) {
-    for (let c = 0; c < overlay.cols; c++) {
-      const kind = overlay.mask[r * overlay.cols + c];
-      if (kind === MERGED_OR_DROPPED) {
-        context2d.fillStyle = "rgba(0, 0, 0, 0.6)";
-        context2d.fillRect(c * cw, r * ch, cw, ch);
-      } else {
-        context2d.strokeStyle = kind === KEPT ? "rgb(40, 100, 230)" : "rgb(240, 140, 20)";
-        context2d.lineWidth = 2;
-        context2d.strokeRect(c * cw + 1, r * ch + 1, cw - 2, ch - 2);
-      }
-    }
-  }
+  if (overlay) markCells(context2d, overlay, 0, 0, size);
 }
 
 /** Server-sent events from a POST response body. */

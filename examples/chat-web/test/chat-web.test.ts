@@ -44,22 +44,26 @@ async function ask(question: string, expectedRows: number) {
   await expect.poll(() => page.getByTestId("send").isDisabled()).toBe(false);
 }
 
-/** Reads the canvas cell by cell and counts the cells whose left edge carries a blue or an orange outline. */
-function drawnCells() {
-  return page.getByTestId("overlay").evaluate((canvas: HTMLCanvasElement) => {
+/**
+ * Reads a 24x24 grid drawn in the square (x0, y0, size) of a canvas cell by cell and counts the cells
+ * whose left edge carries a blue or an orange outline.
+ */
+function drawnCells(testId = "overlay", square?: { x0: number; y0: number; size: number }) {
+  return page.getByTestId(testId).evaluate((canvas: HTMLCanvasElement, sq) => {
     const { data, width } = canvas.getContext("2d")!.getImageData(0, 0, canvas.width, canvas.height);
-    const cell = width / 24;
+    const { x0, y0, size } = sq ?? { x0: 0, y0: 0, size: width };
+    const cell = size / 24;
     const near = (i: number, rgb: number[]) => rgb.every((v, k) => Math.abs(data[i + k] - v) < 4);
     let blue = 0, orange = 0;
     for (let r = 0; r < 24; r++) {
       for (let c = 0; c < 24; c++) {
-        const i = (Math.floor(r * cell + cell / 2) * width + Math.floor(c * cell + 1)) * 4;
+        const i = (Math.floor(y0 + r * cell + cell / 2) * width + Math.floor(x0 + c * cell + 1)) * 4;
         if (near(i, [40, 100, 230])) blue++;
         if (near(i, [240, 140, 20])) orange++;
       }
     }
     return { blue, orange };
-  });
+  }, square);
 }
 
 async function timingRow(n: number) {
@@ -180,5 +184,45 @@ describe("chat web app", () => {
     await expect.poll(() => page.getByTestId("send").isDisabled(), { timeout: 120_000 }).toBe(false);
     expect(await timingRow(0)).toMatchObject({ turn: 1, visual: 576 });
     expect(await page.locator("#messages li.error").count()).toBe(0);
+  });
+});
+
+describe("chat web app on a LLaVA-NeXT model", () => {
+  let next: Awaited<ReturnType<typeof startChatServer>>;
+  beforeAll(async () => {
+    next = await startChatServer({ runtime: "llama", profile: "tiny-next", maxTokens: 4, threads: 1 });
+  });
+  afterAll(async () => {
+    await next?.close();
+  });
+
+  it("draws the kept tokens on the overview and on every high-resolution tile", async () => {
+    await page.goto(next.url);
+    await page.getByTestId("file").setInputFiles(sampleImagePath());
+    await expect.poll(() => page.getByTestId("messages").textContent()).toContain("sent with the next question");
+    await ask("What is in this picture?", 1);
+    const first = await timingRow(0);
+    expect(first.reducer).toBe("visionzip:54+10");
+    const tiles = page.getByTestId("overlay-tiles");
+    expect(await tiles.isVisible()).toBe(true);
+    const count = Number(await tiles.getAttribute("data-tiles"));
+    // VisionZip per tile: 64 tokens for the overview and for each high-resolution tile.
+    expect(count).toBeGreaterThan(0);
+    expect(first.visual).toBe(64 * (1 + count));
+    const kept = (await tiles.getAttribute("data-kept-per-tile"))!.split(",").map(Number);
+    expect(kept).toHaveLength(count);
+    // Each tile: the 53 dominant patches (CLS is the 54th token) drawn blue and its 10 contextual targets orange, in its own cell.
+    const [rows, cols] = (await tiles.getAttribute("data-grid"))!.split("x").map(Number);
+    expect(rows * cols).toBe(count);
+    const side = (await tiles.evaluate((c: HTMLCanvasElement) => c.width)) / cols;
+    for (let i = 0; i < count; i++) {
+      expect(kept[i], `tile ${i + 1}`).toBe(53);
+      const square = { x0: (i % cols) * side, y0: Math.floor(i / cols) * side, size: side };
+      expect(await drawnCells("overlay-tiles", square), `tile ${i + 1}`).toEqual({ blue: 53, orange: 10 });
+    }
+    expect(await drawnCells()).toEqual({ blue: 53, orange: 10 }); // the overview
+    expect(await page.getByTestId("tiles-info").textContent()).toContain("high-resolution tiles: 53, 53");
+    mkdirSync(ARTIFACTS, { recursive: true });
+    await page.screenshot({ path: join(ARTIFACTS, "chat-web-next.png"), fullPage: true });
   });
 });
