@@ -538,7 +538,10 @@ function warmUpReducers(inst: Installation, spec: ReducerSpec): void {
     keys: wave(tokens * keyDim, 0.13),
     keyDim
   };
-  for (const warm of [spec, { kind: "none" }, { kind: "visionzip", dominant: 54, contextual: 10 }] as ReducerSpec[]) {
+  const tp = inst.tokenPacker?.info;
+  if (tp) Object.assign(tile, { multiLevel: wave(tokens * tp.multiLevelDim, 0.29), multiLevelDim: tp.multiLevelDim });
+  const warmSpecs = [spec, { kind: "none" }, { kind: "visionzip", dominant: 54, contextual: 10 }, ...(tp ? [{ kind: "tokenpacker", scale: tp.scaleFactor }] : [])];
+  for (const warm of warmSpecs as ReducerSpec[]) {
     try {
       if (unmetNeeds(warm, inst.split.missing).length === 0) reduceImage({ tiles: [tile], tileGrid: { rows: 0, cols: 0 }, width: size!, height: size! }, warm);
     } catch {
