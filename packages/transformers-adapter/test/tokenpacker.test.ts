@@ -6,16 +6,19 @@
 import { AutoProcessor, LlavaForConditionalGeneration } from "@huggingface/transformers";
 import { LeanVisionError, tokenPacker, type VisionFeatures } from "@leanvision/core";
 import {
+  CHECKPOINT_SCRIPT,
   convertTokenPacker,
   defaultCacheDir,
   ensureLlavaOnnx,
   ensureTokenPackerProjector,
+  findPython,
   readProjectorStateDict,
   sampleImagePath,
   TOKENPACKER_PROFILES,
   writeTokenPackerCheckpoint
 } from "@leanvision/testkit";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import os from "node:os";
 import path from "node:path";
@@ -81,6 +84,38 @@ function worstError(a: Float32Array, b: Float32Array): number {
   return worst;
 }
 
+/**
+ * The official module's forward in PyTorch (make_tokenpacker_checkpoint.py's TokenPacker: nn.Linear, nn.GELU,
+ * nn.LayerNorm, nn.MultiheadAttention) on the reducer's rows, with the checkpoint's own weights.
+ */
+function torchForward(checkpoint: string, rows: Float32Array, numRows: number, scale: number): Float32Array {
+  const input = path.join(tmp, "rows.f32");
+  const output = path.join(tmp, "torch.f32");
+  writeFileSync(input, rows);
+  const { width: c, levels, mlpHidden, lmWidth, heads } = profile;
+  const code = `
+import glob, importlib.util, sys, numpy as np, torch
+spec = importlib.util.spec_from_file_location("ckpt", sys.argv[1]); ckpt = importlib.util.module_from_spec(spec); spec.loader.exec_module(ckpt)
+c, m, s2 = ${c}, ${levels.length * c}, ${scale * scale}
+tp = ckpt.TokenPacker(c, m, c, ${mlpHidden}, ${lmWidth}, ${heads})
+state = {}
+for f in sorted(glob.glob(sys.argv[2] + "/*.bin")):
+    state.update({k.split("mm_projector.", 1)[1]: v.float() for k, v in torch.load(f, map_location="cpu").items() if "mm_projector." in k})
+tp.load_state_dict(state)
+rows = torch.from_numpy(np.fromfile(sys.argv[3], dtype=np.float32).reshape(${numRows}, -1))
+with torch.no_grad():
+    query = tp.ln_q_1(tp.q_proj_1(rows[:, :c])).unsqueeze(0)            # [1, R, E]: one query per region
+    multi = rows[:, c:].reshape(-1, s2, m).permute(1, 0, 2)             # [s2, R, m]: the region's patches
+    key, value = tp.ln_k_1(tp.k_proj_1(multi)), tp.ln_v_1(tp.v_proj_1(multi))
+    out = tp.mlp(tp.clip_attn(query, key, value)[0][0])
+out.numpy().astype(np.float32).tofile(sys.argv[4])
+`;
+  const r = spawnSync(findPython(["torch"]), ["-c", code, CHECKPOINT_SCRIPT, checkpoint, input, output], { encoding: "utf8" });
+  expect(r.status, r.stderr).toBe(0);
+  const bytes = readFileSync(output);
+  return new Float32Array(bytes.buffer, bytes.byteOffset, bytes.length / 4);
+}
+
 async function expectCode(p: Promise<unknown> | (() => unknown), code: string): Promise<LeanVisionError> {
   const err = await caught(p);
   expect(err).toBeInstanceOf(LeanVisionError);
@@ -137,6 +172,18 @@ describe("tiny-tokenpacker (transformers.js)", () => {
     expect(await rt.countTokens(image, "tokenpacker")).toBe(144);
     // Other reducers keep the vision encoder's own projector.
     expect((await rt.encodeImage(image, "none")).numTokens).toBe(576);
+  });
+
+  it("the ONNX projector equals the official PyTorch module on the same checkpoint", async () => {
+    const checkpoint = path.join(tmp, "TokenPacker-torch-144token");
+    writeTokenPackerCheckpoint(profile, checkpoint, 2);
+    const file = path.join(tmp, "torch.onnx");
+    expect(convertTokenPacker(profile, checkpoint, path.join(tmp, "torch.gguf"), ["--onnx", file])).toContain("torch.gguf and " + file);
+    const r = await open(file);
+    const out = await r.encodeImage(image, "tokenpacker");
+    const expected = torchForward(checkpoint, out.reduced.hidden, out.numTokens, 2);
+    expect(expected.length).toBe(144 * 256);
+    expect(worstError(out.embeddings, expected)).toBeLessThan(1e-4);
   });
 
   for (const [scale, tokens] of [[3, 64], [4, 36]] as const) {
