@@ -216,8 +216,9 @@ export class LeanVisionLlava {
    */
   checkSupported(reducer: ReducerInput): void {
     const spec = toReducerSpec(reducer);
-    checkSupported(spec, this.split.missing);
-    checkProjector(spec, this.installation.tokenPacker?.info ?? null);
+    const projector = this.installation.tokenPacker?.info ?? null;
+    checkSupported(spec, this.split.missing, projector);
+    checkProjector(spec, projector);
   }
 
   get isDisposed(): boolean {
@@ -474,7 +475,7 @@ export async function withLeanVision(options: WithLeanVisionOptions): Promise<Le
           `the projector is set when a model is first wrapped (dispose every wrapper, or load the model again, to change it)`
       );
     }
-    checkSupported(spec, existing.split.missing);
+    checkSupported(spec, existing.split.missing, existing.tokenPacker?.info ?? null);
     checkProjector(spec, existing.tokenPacker?.info ?? null);
     return join(existing, spec);
   }
@@ -482,7 +483,7 @@ export async function withLeanVision(options: WithLeanVisionOptions): Promise<Le
   if (projectorInfo) checkProjectorAgainstConfig(projectorInfo, model.config);
   const encoderPath = visionEncoderPath(options.modelPath, (vision as { config?: { dtype?: string } }).config?.dtype ?? "fp32");
   const split = loadSplit(encoderPath, options.cacheDir, projectorInfo);
-  checkSupported(spec, split.missing);
+  checkSupported(spec, split.missing, projectorInfo);
   checkProjector(spec, projectorInfo);
   const Session = (vision as unknown as { constructor: OrtSessionClass }).constructor;
   if (typeof Session?.create !== "function") {
@@ -565,15 +566,17 @@ function imageTokenOf(model: LlavaLikeModel, processor: LlavaLikeProcessor, toke
  * UNSUPPORTED_MODEL when the split vision encoder cannot give a tensor the reducer needs (core's
  * registry says what each reducer needs), naming it and the reducers that work with this model.
  */
-function checkSupported(spec: ReducerSpec, missing: readonly MissingTensor[]): void {
+function checkSupported(spec: ReducerSpec, missing: readonly MissingTensor[], projector: OnnxProjectorFileInfo | null): void {
   const lacking = unmetNeeds(spec, missing);
   if (!lacking.length) return;
   const tensors = lacking.map((m) => m.tensor);
-  // Each registered reducer at its least demanding (no parameters: e.g. VisionZip without contextual tokens).
+  // Each registered reducer at its least demanding (no parameters: e.g. VisionZip without contextual tokens);
+  // multi-level reducers (TokenPacker) only with a TokenPacker projector file.
   const usable = registeredReducers()
     .filter((d) => {
       try {
-        return unmetNeeds({ kind: d.kind } as ReducerSpec, missing).length === 0;
+        const least = { kind: d.kind } as ReducerSpec;
+        return unmetNeeds(least, missing).length === 0 && (projector !== null || !reducerNeeds(least).multiLevel);
       } catch {
         return false;
       }
