@@ -13,7 +13,7 @@ export const BENCH_USAGE = `Usage: pnpm bench -- [options]
                                  llama: ${LLAMA_PROFILES.join(", ")}
                                  transformers: ${TRANSFORMERS_PROFILES.join(", ")}
   --model <gguf> --mmproj <gguf> real llama.cpp files instead of a profile (llama runtime)
-  --projector <gguf>             with --model/--mmproj: a LeanVision projector file (TokenPacker, or an mlp)
+  --projector <file>             with --model: a LeanVision projector file (llama: .gguf, TokenPacker or mlp; transformers: TokenPacker .onnx)
   --model <dir>                  a transformers.js model folder (transformers runtime)
   --dtype <dtype>                transformers.js dtype of the ONNX files: fp32 (default), fp16, q8, q4 (transformers runtime)
   --image <file>                 image to encode (default: llama.cpp's tools/mtmd/test-1.jpeg)

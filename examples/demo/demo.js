@@ -14,7 +14,7 @@ export const DEMO_USAGE = `Usage: pnpm demo -- [options]
 
   --runtime llama|transformers   default llama
   --model <gguf> --mmproj <gguf> your own LLaVA files (llama); --model <dir> for a transformers.js folder
-  --projector <gguf>             with --model/--mmproj: a LeanVision projector file (TokenPacker: --reducer tokenpacker)
+  --projector <file>             with --model: a LeanVision projector file (llama: .gguf with --mmproj; transformers: TokenPacker .onnx; --reducer tokenpacker)
   --profile <name>               a synthetic model instead (default: small for llama, tiny for transformers)
   --image <file>                 the image to talk about (default: llama.cpp's tools/mtmd/test-1.jpeg)
   --reducer <spec>               LeanVision's reducer (default ${DEFAULT_REDUCER}; others: ${OTHER_REDUCERS})

@@ -3,7 +3,7 @@ import { parseArgs } from "node:util";
 import { LeanVisionError } from "@leanvision/core";
 
 export const LLAMA_PROFILES = ["tiny", "tiny-siglip", "small", "llava-1.5-7b", "nanollava", "tiny-next", "small-next", "llava-1.6-7b", "tiny-tokenpacker", "small-tokenpacker"];
-export const TRANSFORMERS_PROFILES = ["tiny", "llava-1.5-7b-shaped", "tiny-onevision", "tiny-nanollava", "onevision-0.5b-shaped"];
+export const TRANSFORMERS_PROFILES = ["tiny", "llava-1.5-7b-shaped", "tiny-onevision", "tiny-nanollava", "onevision-0.5b-shaped", "tiny-tokenpacker", "small-tokenpacker"];
 
 /** Options every example takes: which runtime, which model (synthetic profile or real files), which image. */
 export const MODEL_OPTIONS = {
@@ -45,8 +45,8 @@ export function parseModelSource(values, runtime, defaults) {
     if (runtime === "llama" && !(values.model && values.mmproj)) {
       invalid("the llama runtime needs both --model <llm.gguf> and --mmproj <mmproj.gguf>");
     }
-    if (runtime === "transformers" && (values.mmproj || values.projector)) {
-      invalid("--mmproj and --projector are for the llama runtime; for transformers pass the model folder with --model <dir>");
+    if (runtime === "transformers" && values.mmproj) {
+      invalid("--mmproj is for the llama runtime; for transformers pass the model folder with --model <dir> (and a TokenPacker projector with --projector <onnx>)");
     }
     return { profile: null, modelPath: values.model, mmprojPath: values.mmproj ?? null, projectorPath: values.projector ?? null };
   }

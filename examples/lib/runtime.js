@@ -15,7 +15,7 @@ export { defaultThreads };
  * onnxruntime session's intra-op threads; default: all cores but one);
  * imageCacheBytes = 0 turns the llama runtime's image cache off (the bench and the demo measure every encode);
  * dtype = the transformers.js dtype of the ONNX files (transformers; default fp32); pipeline = pipelined prefill (llama).
- * projectorPath = a projector file replacing the mmproj's projector (llama; e.g. TokenPacker's).
+ * projectorPath = a projector file replacing the mmproj's projector (llama: GGUF, e.g. TokenPacker's; transformers: TokenPacker's ONNX).
  * Returns the adapter's VisionRuntime; `description` also names the profile.
  */
 export async function openRuntime({ runtime, profile, modelPath, mmprojPath, projectorPath, dtype, threads = defaultThreads(), imageCacheBytes, pipeline, onProgress }) {
@@ -25,7 +25,7 @@ export async function openRuntime({ runtime, profile, modelPath, mmprojPath, pro
   if (profile) {
     const testkit = await import("@leanvision/testkit");
     if (runtime === "llama") ({ modelPath, mmprojPath, projectorPath } = await testkit.ensureLlavaGguf(profile, { onProgress }));
-    else ({ dir: modelPath } = await testkit.ensureLlavaOnnx(profile, { onProgress }));
+    else ({ dir: modelPath, projectorPath } = await testkit.ensureLlavaOnnx(profile, { onProgress }));
   }
   const adapter = await import(runtime === "llama" ? "@leanvision/llama-adapter" : "@leanvision/transformers-adapter");
   const rt = await adapter.openVisionRuntime({ modelPath, mmprojPath, ...(projectorPath && { projectorPath }), threads, imageCacheBytes, ...(dtype && { dtype }), ...(pipeline && { pipeline }) });

@@ -4,6 +4,7 @@ projector file: GGUF, read by @leanvision/llama-adapter's loadVisionModel({ ...,
 
     python3 convert-tokenpacker.py CHECKPOINT -o tokenpacker.gguf \
         [--mmproj mmproj-model-f16.gguf --mmproj-out mmproj-tokenpacker.gguf]
+    python3 convert-tokenpacker.py CHECKPOINT --onnx tokenpacker.onnx    (for @leanvision/transformers-adapter)
 
 CHECKPOINT is what the official training code saves (CircleRadon/TokenPacker, released as
 sunshine-lwt/TokenPacker-* on Hugging Face):
@@ -37,6 +38,14 @@ hidden state 22. This writes a copy with clip.vision.feature_layer = [23] (tenso
 
 The file (keys under leanvision.projector.*, tensors by their official state-dict names, shapes in
 ggml order) is described in packages/llama-adapter/README.md, "Projector files".
+
+--onnx PATH (TokenPacker only; with or without -o): the same projector as an ONNX graph for
+@leanvision/transformers-adapter's withLeanVision({ ..., projectorPath }) / openVisionRuntime. Input
+`tokenpacker_rows` [rows, c + s*s*4c] (core's tokenPackerRows: the region's point query, then its s*s
+patches' multi-level states), output `image_features` [rows, LM width]; the same math as core's
+tokenPacker() and the ggml graph; float32 weights whatever --outtype says (onnxruntime's CPU kernels run
+float32); the leanvision.projector.* keys as the model's metadata_props (strings). Written by hand
+(protobuf wire format, opset 17), so the onnx package is not needed either.
 """
 import argparse
 import collections
@@ -360,6 +369,156 @@ def set_feature_layer(mmproj_in, mmproj_out, feature_layer):
 
 
 # ---------------------------------------------------------------------------------------------
+# Writing ONNX (onnx/onnx.proto, protobuf wire format by hand: numpy is the only dependency)
+
+ONNX_FLOAT, ONNX_INT64 = 1, 7
+ONNX_OPSET, ONNX_IR_VERSION = 17, 8
+ONNX_INPUT, ONNX_OUTPUT = "tokenpacker_rows", "image_features"
+
+
+def _varint(n):
+    n &= (1 << 64) - 1  # int64 fields: two's complement
+    out = bytearray()
+    while True:
+        b, n = n & 0x7F, n >> 7
+        out.append(b | 0x80 if n else b)
+        if not n:
+            return bytes(out)
+
+
+def _pb_int(field, v):
+    return _varint(field << 3) + _varint(v)
+
+
+def _pb_bytes(field, b):
+    return _varint(field << 3 | 2) + _varint(len(b)) + b
+
+
+def _pb_str(field, s):
+    return _pb_bytes(field, s.encode("utf-8"))
+
+
+def _pb_float(field, f):
+    return _varint(field << 3 | 5) + struct.pack("<f", f)
+
+
+def _onnx_tensor(name, arr):
+    """TensorProto: dims (1), data_type (2), name (8), raw_data (9, little-endian)."""
+    dtype = ONNX_FLOAT if arr.dtype == np.float32 else ONNX_INT64
+    raw = np.ascontiguousarray(arr, dtype="<f4" if dtype == ONNX_FLOAT else "<i8").tobytes()
+    return b"".join(_pb_int(1, d) for d in arr.shape) + _pb_int(2, dtype) + _pb_str(8, name) + _pb_bytes(9, raw)
+
+
+def _onnx_attribute(name, value):
+    """AttributeProto: name (1), f (2), i (3), ints (8), type (20: FLOAT 1, INT 2, INTS 7)."""
+    if isinstance(value, float):
+        return _pb_str(1, name) + _pb_float(2, value) + _pb_int(20, 1)
+    if isinstance(value, int):
+        return _pb_str(1, name) + _pb_int(3, value) + _pb_int(20, 2)
+    return _pb_str(1, name) + b"".join(_pb_int(8, v) for v in value) + _pb_int(20, 7)
+
+
+def _onnx_value_info(name, dims):
+    """ValueInfoProto of a float tensor: name (1), type (2) = TypeProto.tensor_type (1) = elem_type (1), shape (2)."""
+    shape = b"".join(_pb_bytes(1, _pb_int(1, d) if isinstance(d, int) else _pb_str(2, d)) for d in dims)
+    return _pb_str(1, name) + _pb_bytes(2, _pb_bytes(1, _pb_int(1, ONNX_FLOAT) + _pb_bytes(2, shape)))
+
+
+class OnnxGraph:
+    """Nodes and initializers of one graph, named the way torch.onnx exports name them."""
+
+    def __init__(self):
+        self.nodes, self.initializers, self._count = [], [], 0
+
+    def weight(self, name, arr):
+        self.initializers.append(_onnx_tensor(name, arr))
+        return name
+
+    def const(self, values, dtype=np.int64, shape=None):
+        name = f"onnx::Const_{len(self.initializers)}"
+        arr = np.array(values, dtype=dtype)
+        return self.weight(name, arr.reshape(shape) if shape is not None else arr)
+
+    def op(self, op_type, inputs, output=None, **attrs):
+        name = f"/{op_type}_{self._count}"
+        self._count += 1
+        out = output or f"{name}_output_0"
+        node = b"".join(_pb_str(1, i) for i in inputs) + _pb_str(2, out) + _pb_str(3, name) + _pb_str(4, op_type)
+        node += b"".join(_pb_bytes(5, _onnx_attribute(k, v)) for k, v in attrs.items())
+        self.nodes.append(node)
+        return out
+
+    def model(self, graph_name, inputs, outputs, metadata, doc):
+        graph = b"".join(_pb_bytes(1, n) for n in self.nodes) + _pb_str(2, graph_name)
+        graph += b"".join(_pb_bytes(5, t) for t in self.initializers)
+        graph += b"".join(_pb_bytes(11, _onnx_value_info(*i)) for i in inputs)
+        graph += b"".join(_pb_bytes(12, _onnx_value_info(*o)) for o in outputs)
+        model = _pb_int(1, ONNX_IR_VERSION) + _pb_str(2, "leanvision-convert-tokenpacker") + _pb_str(3, str(CONVERTER_VERSION))
+        model += _pb_str(6, doc) + _pb_bytes(7, graph) + _pb_bytes(8, _pb_int(2, ONNX_OPSET))
+        model += b"".join(_pb_bytes(14, _pb_str(1, k) + _pb_str(2, v)) for k, v in metadata)
+        return model
+
+
+def tokenpacker_onnx(state, layout):
+    """TokenPacker's forward on the reducer's rows (core tokenPackerRows): [R, c + s2*m] -> [R, out_dim].
+    Weights keep their official names and PyTorch layout ([out, in], Gemm transB=1); clip_attn's in_proj
+    is split into its q, k and v thirds (nn.MultiheadAttention's own split)."""
+    c, m, e, heads, s2, eps = layout["c"], layout["m"], layout["embed"], layout["heads"], layout["scale"] ** 2, layout["eps"]
+    d = e // heads
+    g = OnnxGraph()
+    w = lambda name: g.weight(name, state[name].astype(np.float32))
+
+    def linear(x, prefix, bias=True):
+        return g.op("Gemm", [x, w(f"{prefix}.weight")] + ([w(f"{prefix}.bias")] if bias else []), transB=1)
+
+    def gelu(x):  # exact GELU, as nn.GELU(): x * 0.5 * (1 + erf(x / sqrt 2))
+        erf = g.op("Erf", [g.op("Div", [x, g.const(np.sqrt(2.0), np.float32)])])
+        return g.op("Mul", [g.op("Mul", [x, g.const(0.5, np.float32)]), g.op("Add", [erf, g.const(1.0, np.float32)])])
+
+    def layer_norm(x, prefix):
+        return g.op("LayerNormalization", [x, w(f"{prefix}.weight"), w(f"{prefix}.bias")], axis=-1, epsilon=float(eps))
+
+    rows = ONNX_INPUT
+    point = g.op("Slice", [rows, g.const([0]), g.const([c]), g.const([1])])
+    multi = g.op("Reshape", [g.op("Slice", [rows, g.const([c]), g.const([c + s2 * m]), g.const([1])]), g.const([-1, m])])
+
+    query = layer_norm(linear(point, "q_proj_1", bias=False), "ln_q_1")                      # [R, E]
+    def branch(b):
+        hidden = gelu(linear(multi, f"{b}_proj_1.0"))
+        return layer_norm(linear(hidden, f"{b}_proj_1.2"), f"ln_{b}_1")                       # [R*s2, E]
+    key, value = branch("k"), branch("v")
+
+    in_w, in_b = state["clip_attn.in_proj_weight"].astype(np.float32), state["clip_attn.in_proj_bias"].astype(np.float32)
+    def in_proj(x, i, part):
+        wi = g.weight(f"clip_attn.in_proj_weight.{part}", in_w[i * e:(i + 1) * e])
+        bi = g.weight(f"clip_attn.in_proj_bias.{part}", in_b[i * e:(i + 1) * e])
+        return g.op("Gemm", [x, wi, bi], transB=1)
+    q = g.op("Reshape", [in_proj(query, 0, "q"), g.const([-1, heads, 1, d])])                                   # [R, H, 1, d]
+    k = g.op("Transpose", [g.op("Reshape", [in_proj(key, 1, "k"), g.const([-1, s2, heads, d])])], perm=[0, 2, 3, 1])  # [R, H, d, s2]
+    v = g.op("Transpose", [g.op("Reshape", [in_proj(value, 2, "v"), g.const([-1, s2, heads, d])])], perm=[0, 2, 1, 3])  # [R, H, s2, d]
+    # Each query attends over its own region's s2 keys only.
+    scores = g.op("Mul", [g.op("MatMul", [q, k]), g.const(1.0 / np.sqrt(d), np.float32)])
+    attended = g.op("Reshape", [g.op("MatMul", [g.op("Softmax", [scores], axis=-1), v]), g.const([-1, e])])   # heads concatenated
+    attended = linear(attended, "clip_attn.out_proj")
+    hidden = gelu(linear(attended, "mlp.0"))
+    g.op("Gemm", [hidden, w("mlp.2.weight"), w("mlp.2.bias")], output=ONNX_OUTPUT, transB=1)
+    return g
+
+
+def write_onnx(path, graph, row_dim, out_dim, metadata, doc):
+    def text(vtype, value):
+        if vtype == GGUF_ARRAY:
+            return ",".join(str(v) for v in value[1])
+        return repr(float(value)) if vtype == GGUF_FLOAT32 else str(value)
+    props = [(key, text(vtype, value)) for key, vtype, value in metadata]
+    data = graph.model("leanvision_tokenpacker", [(ONNX_INPUT, ["num_rows", row_dim])], [(ONNX_OUTPUT, ["num_rows", out_dim])], props, doc)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------------------------------
 # Conversion
 
 
@@ -480,6 +639,10 @@ def common_metadata(ptype, checkpoint, config, input_dim, output_dim):
     ]
 
 
+def metadata_value(metadata, key):
+    return next(value for k, _vtype, value in metadata if k == key)
+
+
 def convert(args):
     weights, config, files = read_projector(args.checkpoint)
     for name, w in weights.items():
@@ -491,6 +654,26 @@ def convert(args):
         metadata, tensors, summary = tokenpacker_file(state, config, args, args.checkpoint)
     else:
         metadata, tensors, summary = mlp_file(state, config, args, args.checkpoint)
+    if args.onnx:
+        if metadata_value(metadata, "leanvision.projector.type") != "tokenpacker":
+            raise ConvertError("--onnx writes TokenPacker projectors; this checkpoint's projector is LLaVA's mlp")
+        layout = {
+            "c": metadata_value(metadata, "leanvision.projector.input_dim"),
+            "m": metadata_value(metadata, "leanvision.projector.multi_level_dim"),
+            "embed": state["q_proj_1.weight"].shape[0],
+            "heads": metadata_value(metadata, "leanvision.projector.head_count"),
+            "scale": metadata_value(metadata, "leanvision.projector.scale_factor"),
+            "eps": metadata_value(metadata, "leanvision.projector.layer_norm_epsilon"),
+        }
+        for name, arr in tensors:
+            if not np.all(np.isfinite(arr)):
+                raise ConvertError(f"{name} holds NaN or infinite values")
+        graph = tokenpacker_onnx(state, layout)
+        row_dim = layout["c"] + layout["scale"] ** 2 * layout["m"]
+        out_dim = metadata_value(metadata, "leanvision.projector.output_dim")
+        write_onnx(args.onnx, graph, row_dim, out_dim, metadata, f"LeanVision TokenPacker projector (ONNX) converted from {os.path.basename(os.path.normpath(args.checkpoint))}")
+    if not args.output:
+        return summary, files
     source = {v: k for k, v in MLP_KEYS.items()}
     out = []
     for name, arr in tensors:
@@ -516,7 +699,8 @@ def convert(args):
 def main(argv=None):
     p = argparse.ArgumentParser(description="TokenPacker / LLaVA mlp projector checkpoint -> LeanVision projector file (GGUF)")
     p.add_argument("checkpoint", help="model folder (config.json + shards + index) or one .bin / .safetensors file")
-    p.add_argument("-o", "--output", required=True, help="projector file to write (.gguf)")
+    p.add_argument("-o", "--output", help="projector file to write (.gguf), for @leanvision/llama-adapter")
+    p.add_argument("--onnx", help="the TokenPacker projector as ONNX (.onnx), for @leanvision/transformers-adapter")
     p.add_argument("--scale-factor", type=int, help="region side (2, 3, 4); default: config.json's scale_factor")
     p.add_argument("--heads", type=int, help="heads of clip_attn (default: width // 128, as the official code)")
     p.add_argument("--levels", default="12,16,22,23", help="CLIP hidden states concatenated into the multi-level features")
@@ -528,6 +712,8 @@ def main(argv=None):
     p.add_argument("--mmproj", help="an mmproj of the same CLIP tower (e.g. LLaVA-1.5's mmproj-model-f16.gguf) to copy ...")
     p.add_argument("--mmproj-out", help="... into this file with clip.vision.feature_layer set to the projector's feature layer")
     args = p.parse_args(argv)
+    if not args.output and not args.onnx:
+        p.error("give -o tokenpacker.gguf (llama adapter), --onnx tokenpacker.onnx (transformers adapter), or both")
     if bool(args.mmproj) != bool(args.mmproj_out):
         p.error("--mmproj and --mmproj-out go together")
     try:
@@ -539,7 +725,8 @@ def main(argv=None):
     except ConvertError as e:
         print(f"convert-tokenpacker: {e}", file=sys.stderr)
         return 2
-    print(f"wrote {args.output}: {summary} (from {', '.join(os.path.basename(f) for f in files)})")
+    written = " and ".join(f for f in (args.output, args.onnx) if f)
+    print(f"wrote {written}: {summary} (from {', '.join(os.path.basename(f) for f in files)})")
     return 0
 
 

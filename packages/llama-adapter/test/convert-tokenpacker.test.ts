@@ -139,6 +139,16 @@ describe("convert-tokenpacker.py", () => {
     const scale = runConverter([path.join(nameless, "mm_projector.bin"), "-o", path.join(tmp, "x.gguf"), "--heads", "2", "--levels", "1,2,2,3"]);
     expect(scale.stderr).toContain("pass --scale-factor");
 
+    // --onnx (the transformers adapter's projector file) is TokenPacker's only; one output at least.
+    const mlp = path.join(tmp, "llava-mlp");
+    writeTokenPackerCheckpoint(profile, mlp, 2, ["--projector", "mlp"]);
+    const mlpOnnx = runConverter([mlp, "--onnx", path.join(tmp, "x.onnx")]);
+    expect(mlpOnnx.status).toBe(2);
+    expect(mlpOnnx.stderr).toContain("--onnx writes TokenPacker projectors");
+    const none = runConverter([checkpoint, "--heads", "2", "--levels", "1,2,2,3", "--feature-layer", "3"]);
+    expect(none.status).toBe(2);
+    expect(none.stderr).toContain("--onnx tokenpacker.onnx");
+
     writeFileSync(path.join(tmp, "not-a-checkpoint.bin"), "hello");
     expect(runConverter([path.join(tmp, "not-a-checkpoint.bin"), "-o", path.join(tmp, "x.gguf")]).stderr).toContain("not a torch zip checkpoint");
 

@@ -13,7 +13,8 @@ export const USAGE = `Usage: pnpm --filter @leanvision/testkit make <profile...>
 
   GGUF profiles (llama.cpp / node-llama-cpp): ${Object.keys(GGUF_PROFILES).join(", ")}
                   tiny-tokenpacker, small-tokenpacker (the pair plus a TokenPacker projector file; needs Python 3 with torch and numpy)
-  ONNX profiles (transformers.js): tiny (with --onnx), ${ONNX_ONLY.join(", ")}
+  ONNX profiles (transformers.js): tiny, tiny-tokenpacker, small-tokenpacker (with --onnx; the *-tokenpacker
+                  folders come with their TokenPacker projector as ONNX), ${ONNX_ONLY.join(", ")}
   mtmd-cli        build stock llama.cpp's llama-mtmd-cli from node-llama-cpp's bundled source
 
   --out dir       cache directory (default $LEANVISION_CACHE_DIR or ~/.cache/leanvision)

@@ -14,7 +14,7 @@ interface OnnxFactory {
   ensureLlavaOnnx(
     profile: string,
     opts: { cacheDir?: string; onProgress?: (done: number, total: number) => void; dtypes?: string[] }
-  ): Promise<{ profile: string; dir: string }>;
+  ): Promise<{ profile: string; dir: string; projectorPath?: string }>;
   ONNX_PROFILES: Record<string, unknown>;
 }
 
@@ -63,7 +63,8 @@ async function makeOnnx(profile: string, args: Args): Promise<void> {
     dtypes: args.dtypes,
     onProgress: progressBar(`writing ${profile} (onnx)`, { unit: "steps" })
   });
-  console.log(`${profile} (onnx): ${result.dir} (${((performance.now() - started) / 1000).toFixed(1)} s)`);
+  const projector = result.projectorPath ? `, TokenPacker projector ${result.projectorPath}` : "";
+  console.log(`${profile} (onnx): ${result.dir}${projector} (${((performance.now() - started) / 1000).toFixed(1)} s)`);
 }
 
 async function main(): Promise<void> {

@@ -6,3 +6,4 @@ export { loadImage, type ImageInput, type LoadImageOptions } from "./image.js";
 export { splitVisionEncoder, SPLIT_OUTPUTS, type MissingTensor, type SplitOptions, type VisionSplit } from "./instrument.js";
 export { openVisionRuntime } from "./runtime.js";
 export type { OpenTransformersRuntimeOptions, TransformersVisionRuntime } from "./runtime.js";
+export { inspectOnnxProjectorFile, type OnnxProjectorFileInfo } from "./projector-file.js";

@@ -11,7 +11,9 @@
 //  - a Slice right after that drops the first token means the model has a CLS token (LLaVA-1.5's CLIP); the
 //    projector then starts after the Slice. Otherwise (SigLIP: OneVision, nanoLLaVA) it starts at the hidden states;
 //  - the keys are the scores MatMul's second operand, traced back through head split, transposes, casts and
-//    constant scaling to the key projection.
+//    constant scaling to the key projection;
+//  - multi-level hidden states (TokenPacker, `levels`): Hugging Face's hidden_states[l] is the output of encoder
+//    layer l, the last residual Add between layer l's attention and layer l + 1's that cuts every path.
 import { LeanVisionError } from "@leanvision/core";
 import onnxProto from "onnx-proto";
 import type * as OnnxTypes from "onnx-proto";
@@ -33,7 +35,9 @@ export const SPLIT_OUTPUTS = {
   /** [batch, tokens, headDim] float32: the feature layer's keys averaged over heads. */
   headKeys: "leanvision_keys_mean",
   /** [batch, tokens, dim] float32 input of the projector graph, when the graph computes in another precision. */
-  projectorInput: "leanvision_projector_input"
+  projectorInput: "leanvision_projector_input",
+  /** [batch, tokens, levels x dim] float32: the hidden states SplitOptions.levels names, concatenated per token. */
+  multiLevel: "leanvision_multilevel"
 } as const;
 
 export interface SplitOptions {
@@ -46,6 +50,12 @@ export interface SplitOptions {
    * UNSUPPORTED_MODEL unless the graph has an unfused Softmax, traceable keys and a CLS-dropping Slice.
    */
   outputs?: "legacy" | "compact";
+  /**
+   * Hugging Face hidden_states indices (1 = the first encoder layer's output, up to the number of layers the graph
+   * runs) to concatenate per token into `multiLevel` (TokenPacker's multi-level features: 12, 16, 22, 23 of CLIP-L).
+   * UNSUPPORTED_MODEL when a layer's output cannot be found.
+   */
+  levels?: readonly number[];
 }
 
 export interface MissingTensor {
@@ -72,6 +82,8 @@ export interface VisionSplit {
     headKeys: string;
     /** [batch, tokens, dim] float32 input of the projector graph (for a CLS model: the patch tokens, or whichever tokens are kept). */
     projectorInput: string;
+    /** [batch, tokens, levels x dim] float32 (SPLIT_OUTPUTS.multiLevel), "" unless SplitOptions.levels was given. */
+    multiLevel: string;
   };
   /** Names of the nodes found, for error messages and debugging. */
   found: {
@@ -87,6 +99,8 @@ export interface VisionSplit {
     precision: "float32" | "float16";
     /** Quantized weight operators found in the encoder (MatMulNBits for q4, MatMulInteger / ConvInteger for q8, ...). */
     quantizedOps: string[];
+    /** The hidden_states indices concatenated into names.multiLevel (SplitOptions.levels), [] without. */
+    levels: number[];
   };
   /** What the graph cannot give, and which reducers still work (compact mode only; legacy mode throws instead). */
   missing: MissingTensor[];
@@ -281,16 +295,41 @@ export function splitVisionEncoder(bytes: Uint8Array, readExternal?: ExternalDat
     });
   }
 
+  // Multi-level: the output of layer l (1-based) is the last cut residual Add between attention l and attention l + 1.
+  const levels = [...(options.levels ?? [])];
+  let multiLevel = "";
+  if (levels.length) {
+    const anchors = [...new Set([...softmaxes, ...fused])].sort((a, b) => a - b);
+    const layerOutputs = new Map<number, string>();
+    for (const level of levels) {
+      if (!Number.isInteger(level) || level < 1 || level > anchors.length) {
+        throw new LeanVisionError(
+          "MMPROJ_MISMATCH",
+          `multi-level hidden state ${level} is not one this vision encoder computes: it runs ${anchors.length} layers (hidden states 1..${anchors.length})`
+        );
+      }
+      if (layerOutputs.has(level)) continue;
+      const after = anchors[level - 1];
+      const before = anchors[level] ?? Infinity;
+      const cut = featureAncestors.filter(
+        (i) => i > after && i < before && nodes[i].opType === "Add" && (nodes[i].input ?? []).filter((x) => dynamic.has(x)).length === 2 && isCut(nodes[i].output![0])
+      );
+      if (!cut.length) unsupported(`found no residual output of encoder layer ${level} (after "${nodes[after].name}") for the multi-level hidden states`);
+      layerOutputs.set(level, nodes[cut.at(-1)!].output![0]);
+    }
+    multiLevel = op("Concat", levels.map((l) => toFloat(layerOutputs.get(l)!)), { axis: -1 }, SPLIT_OUTPUTS.multiLevel);
+  }
+
   const precision = types.get(hiddenValue) === DT.FLOAT16 ? "float16" : "float32";
   const hidden = precision === "float32" ? hiddenValue : toFloat(hiddenValue, SPLIT_OUTPUTS.hidden);
   const attention = legacy ? toFloat(probs) : "";
   const keys = legacy ? rawKeys : "";
-  const names = { hidden, attention, keys, score, headKeys, projectorInput: "" };
+  const names = { hidden, attention, keys, score, headKeys, projectorInput: "", multiLevel };
 
   const allNodes = [...nodes, ...added];
   const allProducer = new Map(producer);
   added.forEach((n, i) => allProducer.set(n.output![0], nodes.length + i));
-  const featureOutputs = [hidden, score, headKeys, attention, keys].filter(Boolean);
+  const featureOutputs = [hidden, score, headKeys, attention, keys, multiLevel].filter(Boolean);
   const featureNodes = ancestors(allNodes, allProducer, featureOutputs);
   const allInits = [...(graph.initializer ?? []), ...addedInits];
 
@@ -310,7 +349,8 @@ export function splitVisionEncoder(bytes: Uint8Array, readExternal?: ExternalDat
     ...(score ? [floatOutput(score, ["batch_size", "num_tokens"])] : []),
     ...(headKeys ? [floatOutput(headKeys, ["batch_size", "num_tokens", "head_dim"])] : []),
     ...(attention ? [floatOutput(attention, ["batch_size", "num_heads", "num_tokens", "num_tokens"])] : []),
-    ...(keys ? [floatOutput(keys, ["batch_size", "num_tokens", "key_size"])] : [])
+    ...(keys ? [floatOutput(keys, ["batch_size", "num_tokens", "key_size"])] : []),
+    ...(multiLevel ? [floatOutput(multiLevel, ["batch_size", "num_tokens", "multi_level_size"])] : [])
   ];
   const features = subModel(
     allNodes.filter((_, i) => featureNodes.has(i)),
@@ -354,7 +394,8 @@ export function splitVisionEncoder(bytes: Uint8Array, readExternal?: ExternalDat
       cls,
       scoreKind,
       precision,
-      quantizedOps
+      quantizedOps,
+      levels
     },
     missing
   };

@@ -3,6 +3,8 @@
 // encoder graph is split once (see instrument.ts); the processor expands `<image>` to the reduced
 // token count (also for repos whose AutoProcessor is only an image processor); model.encode_image runs
 // the features graph, the reducer and the projector on the kept tokens; `generate` is transformers.js's own.
+// With a TokenPacker projector file (projectorPath, ONNX), the features graph also gives the multi-level
+// hidden states the file names, and the `tokenpacker` reducer's rows go through that projector instead.
 import {
   formatReducerSpec,
   LeanVisionError,
@@ -24,6 +26,7 @@ import { existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSyn
 import os from "node:os";
 import path from "node:path";
 import { splitVisionEncoder, type MissingTensor, type VisionSplit } from "./instrument.js";
+import { inspectOnnxProjectorFile, type OnnxProjectorFileInfo } from "./projector-file.js";
 
 /** The parts of onnxruntime's InferenceSession the adapter uses (the same runtime transformers.js loaded). */
 interface OrtTensor {
@@ -80,6 +83,13 @@ export interface WithLeanVisionOptions {
   cacheDir?: string;
   /** onnxruntime intra-op threads of the split vision sessions (features + projector), set when a model is first wrapped; default: onnxruntime's own. */
   visionThreads?: number;
+  /**
+   * A TokenPacker projector file in ONNX (the llama adapter's scripts/convert-tokenpacker.py CHECKPOINT --onnx
+   * tokenpacker.onnx): the `tokenpacker` reducer's rows go through it, and the vision encoder's split also gives
+   * the multi-level hidden states it names. Its widths, grid and feature layer must fit the model
+   * (MMPROJ_MISMATCH otherwise). Set when a model is first wrapped; later wrappers share it.
+   */
+  projectorPath?: string;
 }
 
 /** One image as it went through the reducer (before the projector); sizes are the processor's output. */
@@ -98,6 +108,8 @@ export interface ImageEncodeTimings {
 
 interface Prepared {
   spec: string;
+  /** The reducer's rows go to the TokenPacker projector file (its needs ask for multi-level states). */
+  tokenPacker: boolean;
   images: ReducedImageRecord[];
   encodeMs: number;
   reduceMs: number;
@@ -140,6 +152,8 @@ interface Installation {
   modelDir: string;
   features: OrtSession;
   projector: OrtSession;
+  /** The TokenPacker projector file (projectorPath) and its session, or null. */
+  tokenPacker: { info: OnnxProjectorFileInfo; session: OrtSession } | null;
   split: SplitInfo;
   members: Set<LeanVisionLlava>;
   active: LeanVisionLlava | null;
@@ -191,20 +205,30 @@ export class LeanVisionLlava {
   get split(): SplitInfo {
     return this.installation.split;
   }
+<<<<<<< HEAD
   /** One image's tile at the vision encoder's own size (vision_config.image_size / patch_size), CLS first where the model has one. */
   get tileShape(): TileShape {
     const v = this.model.config.vision_config as { image_size?: number; patch_size?: number } | undefined;
     const side = Math.floor((v?.image_size ?? 336) / (v?.patch_size ?? 14));
     const cls = this.split.found.cls;
     return { numTokens: side * side + (cls ? 1 : 0), grid: { rows: side, cols: side }, clsIndex: cls ? 0 : null };
+=======
+  /** The TokenPacker projector file loaded with projectorPath, or null. */
+  get projectorFile(): OnnxProjectorFileInfo | null {
+    return this.installation.tokenPacker?.info ?? null;
+>>>>>>> tptjs
   }
 
   /**
    * Throws UNSUPPORTED_MODEL when the split vision encoder cannot give what the reducer needs,
-   * naming the missing tensor and the reducers that work with this model.
+   * naming the missing tensor and the reducers that work with this model; INVALID_SPEC for a reducer
+   * that needs a TokenPacker projector file this model was not wrapped with (or another scale).
    */
   checkSupported(reducer: ReducerInput): void {
-    checkSupported(toReducerSpec(reducer), this.split.missing);
+    const spec = toReducerSpec(reducer);
+    const projector = this.installation.tokenPacker?.info ?? null;
+    checkSupported(spec, this.split.missing, projector);
+    checkProjector(spec, projector);
   }
 
   get isDisposed(): boolean {
@@ -249,9 +273,12 @@ export class LeanVisionLlava {
     const cols = Math.floor(width / patch);
     const needs = reducerNeeds(specObject);
     let t0 = performance.now();
-    const { features } = this.installation;
+    const { features, tokenPacker } = this.installation;
     const { names, found } = this.split;
-    const out = await features.run({ [features.inputNames[0]]: pixelValues.ort_tensor });
+    const multiLevelName = needs.multiLevel ? names.multiLevel : "";
+    // Only the outputs this reducer reads come back from onnxruntime.
+    const fetches = [names.hidden, needs.attention ? names.score : "", needs.keys ? names.headKeys : "", multiLevelName].filter(Boolean);
+    const out = await features.run({ [features.inputNames[0]]: pixelValues.ort_tensor }, fetches);
     const encodeMs = performance.now() - t0;
     const hidden = out[names.hidden];
     const [, tokens, dim] = hidden.dims;
@@ -269,6 +296,18 @@ export class LeanVisionLlava {
     if ((score && (score.dims[1] !== tokens || score.dims.length !== 2)) || (keys && keys.dims[1] !== tokens)) {
       throw new LeanVisionError("UNSUPPORTED_MODEL", `the split encoder's score [${score?.dims}] / keys [${keys?.dims}] do not match its ${tokens} tokens`);
     }
+    const multiLevel = multiLevelName ? out[multiLevelName] : undefined;
+    const multiLevelDim = multiLevel?.dims[2] ?? 0;
+    if (multiLevel && tokenPacker) {
+      const p = tokenPacker.info;
+      if (dim !== p.inputDim || multiLevel.dims[1] !== tokens || multiLevelDim !== p.multiLevelDim || rows !== p.gridSize || cols !== p.gridSize) {
+        throw new LeanVisionError(
+          "MMPROJ_MISMATCH",
+          `${p.path}: TokenPacker reads ${p.inputDim}-wide features on a ${p.gridSize}x${p.gridSize} grid (multi-level ${p.multiLevelDim}), ` +
+            `but this image gives ${dim}-wide features on ${rows}x${cols} (multi-level [${multiLevel.dims}]); use the projector trained on this vision tower`
+        );
+      }
+    }
     t0 = performance.now();
     // Views, not copies.
     const images: ReducedImageRecord[] = [];
@@ -282,10 +321,14 @@ export class LeanVisionLlava {
       };
       if (score) tile.attentionScores = (score.data as Float32Array).subarray(b * tokens, (b + 1) * tokens);
       if (keys) Object.assign(tile, { keys: (keys.data as Float32Array).subarray(b * tokens * keyDim, (b + 1) * tokens * keyDim), keyDim });
+      if (multiLevel) {
+        const m = multiLevelDim;
+        Object.assign(tile, { multiLevel: (multiLevel.data as Float32Array).subarray(b * tokens * m, (b + 1) * tokens * m), multiLevelDim: m });
+      }
       const image: ImageFeatures = { tiles: [tile], tileGrid: { rows: 0, cols: 0 }, width, height };
       images.push({ width, height, features: image, reduced: reduceImage(image, specObject) });
     }
-    const prepared = { spec, images, encodeMs, reduceMs: performance.now() - t0 };
+    const prepared = { spec, tokenPacker: !!needs.multiLevel, images, encodeMs, reduceMs: performance.now() - t0 };
     if (!this.prepared.has(key)) this.prepared.set(key, new Map());
     this.prepared.get(key)!.set(spec, prepared);
     return prepared;
@@ -303,10 +346,20 @@ export class LeanVisionLlava {
       offset += im.reduced.hidden.length;
     }
     const t0 = performance.now();
-    const { projector } = this.installation;
-    const out = await projector.run({ [this.split.names.projectorInput]: new Tensor("float32", kept, [1, total, dim]).ort_tensor });
+    let projected: OrtTensor;
+    const tokenPacker = this.installation.tokenPacker;
+    if (prepared.tokenPacker && tokenPacker) {
+      // The reducer's rows (point query + the region's multi-level states) through TokenPacker: [rows, LM width].
+      const { session, info } = tokenPacker;
+      const out = await session.run({ [info.input]: new Tensor("float32", kept, [total, dim]).ort_tensor });
+      const rows = out[info.output];
+      projected = { data: rows.data, dims: [1, ...rows.dims] };
+    } else {
+      const { projector } = this.installation;
+      const out = await projector.run({ [this.split.names.projectorInput]: new Tensor("float32", kept, [1, total, dim]).ort_tensor });
+      projected = out[projector.outputNames[0]];
+    }
     const projectMs = performance.now() - t0;
-    const projected = out[projector.outputNames[0]];
     const timings = { encodeMs: prepared.encodeMs, reduceMs: prepared.reduceMs, projectMs };
     const call = this.currentCall();
     if (call) {
@@ -337,7 +390,7 @@ export class LeanVisionLlava {
     if (inst.members.size) return;
     installations.delete(inst.model);
     for (const undo of inst.restore.reverse()) undo();
-    await Promise.all([inst.features.release?.(), inst.projector.release?.()]);
+    await Promise.all([inst.features.release?.(), inst.projector.release?.(), inst.tokenPacker?.session.release?.()]);
   }
 
   assertLive(): void {
@@ -424,18 +477,34 @@ export async function withLeanVision(options: WithLeanVisionOptions): Promise<Le
     if (existing.processor !== processor) {
       throw new LeanVisionError("INVALID_INPUT", "this model is already wrapped with another processor; pass the same processor to every withLeanVision call");
     }
-    checkSupported(spec, existing.split.missing);
+    const current = existing.tokenPacker?.info.path;
+    if (options.projectorPath !== undefined && (!current || path.resolve(options.projectorPath) !== path.resolve(current))) {
+      throw new LeanVisionError(
+        "INVALID_INPUT",
+        `this model is already wrapped ${current ? `with the projector file ${current}` : "without a projector file"}; ` +
+          `the projector is set when a model is first wrapped (dispose every wrapper, or load the model again, to change it)`
+      );
+    }
+    checkSupported(spec, existing.split.missing, existing.tokenPacker?.info ?? null);
+    checkProjector(spec, existing.tokenPacker?.info ?? null);
     return join(existing, spec);
   }
+  const projectorInfo = options.projectorPath === undefined ? null : inspectOnnxProjectorFile(options.projectorPath);
+  if (projectorInfo) checkProjectorAgainstConfig(projectorInfo, model.config);
   const encoderPath = visionEncoderPath(options.modelPath, (vision as { config?: { dtype?: string } }).config?.dtype ?? "fp32");
-  const split = loadSplit(encoderPath, options.cacheDir);
-  checkSupported(spec, split.missing);
+  const split = loadSplit(encoderPath, options.cacheDir, projectorInfo);
+  checkSupported(spec, split.missing, projectorInfo);
+  checkProjector(spec, projectorInfo);
   const Session = (vision as unknown as { constructor: OrtSessionClass }).constructor;
   if (typeof Session?.create !== "function") {
     throw new LeanVisionError("UNSUPPORTED_MODEL", "the vision_encoder session is not an onnxruntime InferenceSession");
   }
   const sessionOptions = threads === undefined ? {} : { intraOpNumThreads: threads };
-  const [features, projector] = await Promise.all([Session.create(split.featuresPath, sessionOptions), Session.create(split.projectorPath, sessionOptions)]);
+  const [features, projector, tokenPackerSession] = await Promise.all([
+    Session.create(split.featuresPath, sessionOptions),
+    Session.create(split.projectorPath, sessionOptions),
+    projectorInfo ? Session.create(projectorInfo.path, sessionOptions) : null
+  ]);
   const inst: Installation = {
     model,
     processor,
@@ -444,6 +513,7 @@ export async function withLeanVision(options: WithLeanVisionOptions): Promise<Le
     modelDir: path.basename(path.dirname(encoderPath)) === "onnx" ? path.dirname(path.dirname(encoderPath)) : path.dirname(encoderPath),
     features,
     projector,
+    tokenPacker: projectorInfo && tokenPackerSession ? { info: projectorInfo, session: tokenPackerSession } : null,
     split: { names: split.names, found: split.found, missing: split.missing },
     members: new Set(),
     active: null,
@@ -479,7 +549,10 @@ function warmUpReducers(inst: Installation, spec: ReducerSpec): void {
     keys: wave(tokens * keyDim, 0.13),
     keyDim
   };
-  for (const warm of [spec, { kind: "none" }, { kind: "visionzip", dominant: 54, contextual: 10 }] as ReducerSpec[]) {
+  const tp = inst.tokenPacker?.info;
+  if (tp) Object.assign(tile, { multiLevel: wave(tokens * tp.multiLevelDim, 0.29), multiLevelDim: tp.multiLevelDim });
+  const warmSpecs = [spec, { kind: "none" }, { kind: "visionzip", dominant: 54, contextual: 10 }, ...(tp ? [{ kind: "tokenpacker", scale: tp.scaleFactor }] : [])];
+  for (const warm of warmSpecs as ReducerSpec[]) {
     try {
       if (unmetNeeds(warm, inst.split.missing).length === 0) reduceImage({ tiles: [tile], tileGrid: { rows: 0, cols: 0 }, width: size!, height: size! }, warm);
     } catch {
@@ -503,15 +576,17 @@ function imageTokenOf(model: LlavaLikeModel, processor: LlavaLikeProcessor, toke
  * UNSUPPORTED_MODEL when the split vision encoder cannot give a tensor the reducer needs (core's
  * registry says what each reducer needs), naming it and the reducers that work with this model.
  */
-function checkSupported(spec: ReducerSpec, missing: readonly MissingTensor[]): void {
+function checkSupported(spec: ReducerSpec, missing: readonly MissingTensor[], projector: OnnxProjectorFileInfo | null): void {
   const lacking = unmetNeeds(spec, missing);
   if (!lacking.length) return;
   const tensors = lacking.map((m) => m.tensor);
-  // Each registered reducer at its least demanding (no parameters: e.g. VisionZip without contextual tokens).
+  // Each registered reducer at its least demanding (no parameters: e.g. VisionZip without contextual tokens);
+  // multi-level reducers (TokenPacker) only with a TokenPacker projector file.
   const usable = registeredReducers()
     .filter((d) => {
       try {
-        return unmetNeeds({ kind: d.kind } as ReducerSpec, missing).length === 0;
+        const least = { kind: d.kind } as ReducerSpec;
+        return unmetNeeds(least, missing).length === 0 && (projector !== null || !reducerNeeds(least).multiLevel);
       } catch {
         return false;
       }
@@ -530,6 +605,49 @@ function checkSupported(spec: ReducerSpec, missing: readonly MissingTensor[]): v
 function unmetNeeds(spec: ReducerSpec, missing: readonly MissingTensor[]): MissingTensor[] {
   const needs = reducerNeeds(spec);
   return missing.filter((m) => (m.tensor === "attention" ? needs.attention : needs.keys));
+}
+
+/**
+ * INVALID_SPEC when the reducer needs multi-level states (TokenPacker) but the model was wrapped without a
+ * TokenPacker projector file, or packs regions of another size than the file was trained on.
+ */
+function checkProjector(spec: ReducerSpec, p: OnnxProjectorFileInfo | null): void {
+  if (!reducerNeeds(spec).multiLevel) return;
+  if (!p) {
+    throw new LeanVisionError(
+      "INVALID_SPEC",
+      `the ${formatReducerSpec(spec)} reducer needs a TokenPacker projector (the trained projector and the encoder layers it reads); ` +
+        `wrap the model with withLeanVision({ ..., projectorPath }) (or openVisionRuntime({ ..., projectorPath })) and a projector file from ` +
+        `packages/llama-adapter/scripts/convert-tokenpacker.py CHECKPOINT --onnx tokenpacker.onnx`
+    );
+  }
+  if (spec.kind === "tokenpacker" && spec.scale !== p.scaleFactor) {
+    throw new LeanVisionError(
+      "INVALID_SPEC",
+      `${formatReducerSpec(spec)} packs ${spec.scale}x${spec.scale} regions but the TokenPacker projector ${p.path} was trained on ` +
+        `${p.scaleFactor}x${p.scaleFactor} (tokenpacker:${p.scaleFactor}); use that, or the checkpoint trained for ${spec.scale}x${spec.scale}`
+    );
+  }
+}
+
+/** A projector file must fit the vision tower it reads (width, patch grid) and the language model it writes for (width). */
+function checkProjectorAgainstConfig(p: OnnxProjectorFileInfo, config: LlavaLikeModel["config"]): void {
+  const mismatch = (why: string): never => {
+    throw new LeanVisionError("MMPROJ_MISMATCH", `${p.path}: ${why}`);
+  };
+  const vision = config.vision_config as { hidden_size?: number; image_size?: number; patch_size?: number } | undefined;
+  const text = config.text_config as { hidden_size?: number } | undefined;
+  const lmWidth = text?.hidden_size ?? (config.hidden_size as number | undefined);
+  if (vision?.hidden_size !== undefined && vision.hidden_size !== p.inputDim) {
+    mismatch(`the projector reads ${p.inputDim}-wide encoder features but this model's vision tower gives ${vision.hidden_size}; use the projector trained on this vision tower`);
+  }
+  if (lmWidth !== undefined && lmWidth !== p.outputDim) {
+    mismatch(`the projector writes ${p.outputDim}-wide embeddings but the language model's are ${lmWidth}; use the projector trained with this language model`);
+  }
+  if (vision?.image_size && vision.patch_size) {
+    const grid = Math.floor(vision.image_size / vision.patch_size);
+    if (grid !== p.gridSize) mismatch(`TokenPacker was trained on a ${p.gridSize}x${p.gridSize} patch grid but this model's vision tower gives ${grid}x${grid}`);
+  }
 }
 
 function join(inst: Installation, spec: ReducerSpec): LeanVisionLlava {
@@ -574,15 +692,55 @@ interface CachedSplit extends SplitInfo {
   projectorPath: string;
 }
 
-/** Splits the encoder once per file version; later loads read the cached graphs. */
-function loadSplit(encoderPath: string, cacheDir?: string): CachedSplit {
+/**
+ * Splits the encoder once per file version (and set of multi-level layers); later loads read the cached graphs.
+ * With a TokenPacker projector file, the features graph also gives the hidden states it names, and the
+ * encoder must run exactly up to its feature layer (MMPROJ_MISMATCH otherwise).
+ */
+function loadSplit(encoderPath: string, cacheDir?: string, projector?: OnnxProjectorFileInfo | null): CachedSplit {
+  const levels = projector?.multiLevelLayers ?? [];
+  let split: CachedSplit;
+  try {
+    split = splitOnce(encoderPath, cacheDir, levels);
+  } catch (error) {
+    // A multi-level layer the encoder does not run: name the projector file.
+    if (projector && error instanceof LeanVisionError && error.code === "MMPROJ_MISMATCH") {
+      throw new LeanVisionError("MMPROJ_MISMATCH", `${projector.path}: ${error.message}; use the projector trained on this vision tower`, { cause: error });
+    }
+    throw error;
+  }
+  if (projector && projector.featureLayer !== split.found.attentionLayers) {
+    throw new LeanVisionError(
+      "MMPROJ_MISMATCH",
+      `${projector.path}: TokenPacker reads its patch features from hidden state ${projector.featureLayer} (and multi-level states ` +
+        `${projector.multiLevelLayers.join(", ")}), but ${encoderPath} runs ${split.found.attentionLayers} encoder layers (up to hidden state ` +
+        `${split.found.attentionLayers}); use a vision encoder of the same tower exported up to hidden state ${projector.featureLayer} ` +
+        `(LLaVA-1.5's vision_encoder.onnx for CLIP ViT-L/14-336: 23)`
+    );
+  }
+  return split;
+}
+
+function splitOnce(encoderPath: string, cacheDir: string | undefined, levels: readonly number[]): CachedSplit {
   const stat = statSync(encoderPath);
-  const key = createHash("sha256").update(`${path.resolve(encoderPath)}\0${stat.size}\0${stat.mtimeMs}\0v2`).digest("hex").slice(0, 16);
+  const levelKey = levels.length ? `\0levels ${levels.join(",")}` : "";
+  const key = createHash("sha256").update(`${path.resolve(encoderPath)}\0${stat.size}\0${stat.mtimeMs}\0v2${levelKey}`).digest("hex").slice(0, 16);
   const dir = path.join(cacheDir ?? process.env.LEANVISION_CACHE_DIR ?? path.join(os.homedir(), ".cache", "leanvision"), "transformers-adapter", key);
   const meta = path.join(dir, "split.json");
   const featuresPath = path.join(dir, "vision_features.onnx");
   const projectorPath = path.join(dir, "vision_projector.onnx");
-  if (existsSync(meta)) return { missing: [], ...JSON.parse(readFileSync(meta, "utf8")), featuresPath, projectorPath };
+  if (existsSync(meta)) {
+    const cached = JSON.parse(readFileSync(meta, "utf8")) as Partial<SplitInfo> & Pick<SplitInfo, "names" | "found">;
+    // Caches written before multi-level outputs existed lack their (empty) fields.
+    return {
+      ...cached,
+      missing: cached.missing ?? [],
+      names: { ...cached.names, multiLevel: cached.names.multiLevel ?? "" },
+      found: { ...cached.found, levels: cached.found.levels ?? [] },
+      featuresPath,
+      projectorPath
+    };
+  }
   const files = new Map<string, Buffer>();
   const split = splitVisionEncoder(
     readFileSync(encoderPath),
@@ -595,7 +753,7 @@ function loadSplit(encoderPath: string, cacheDir?: string): CachedSplit {
       }
       return data.subarray(offset, length === undefined ? undefined : offset + length);
     },
-    { outputs: "compact" }
+    { outputs: "compact", levels }
   );
   mkdirSync(dir, { recursive: true });
   const write = (file: string, data: Uint8Array | string) => {

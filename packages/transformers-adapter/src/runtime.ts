@@ -25,6 +25,11 @@ export interface OpenTransformersRuntimeOptions {
    * slowest thread, a fixed cost per operator that short (reduced) prompts feel most.
    */
   threads?: number;
+  /**
+   * A TokenPacker projector file in ONNX (scripts/convert-tokenpacker.py CHECKPOINT --onnx tokenpacker.onnx in the llama
+   * adapter): serves the `tokenpacker` reducer (withLeanVision's projectorPath).
+   */
+  projectorPath?: string;
 }
 
 export interface TransformersVisionRuntime extends VisionRuntime {
@@ -34,7 +39,7 @@ export interface TransformersVisionRuntime extends VisionRuntime {
 
 /** Loads a local transformers.js LLaVA folder, wraps it with LeanVision and returns the runtime contract over it. */
 export async function openVisionRuntime(options: OpenTransformersRuntimeOptions): Promise<TransformersVisionRuntime> {
-  const { modelPath, dtype = "fp32", cacheDir, maxPixels, threads, visionThreads = threads } = options ?? ({} as OpenTransformersRuntimeOptions);
+  const { modelPath, dtype = "fp32", cacheDir, maxPixels, threads, visionThreads = threads, projectorPath } = options ?? ({} as OpenTransformersRuntimeOptions);
   if (typeof modelPath !== "string" || !modelPath) {
     throw new LeanVisionError("INVALID_INPUT", "openVisionRuntime({ modelPath }): pass a local model folder in the transformers.js layout");
   }
@@ -52,7 +57,13 @@ export async function openVisionRuntime(options: OpenTransformersRuntimeOptions)
   const processor = await AutoProcessor.from_pretrained(modelPath, { local_files_only: true });
   // OneVision and nanoLLaVA: AutoProcessor is only the image processor; the tokenizer is loaded on its own.
   const ownTokenizer = processor.tokenizer ? undefined : await AutoTokenizer.from_pretrained(modelPath, { local_files_only: true });
-  const lean = await withLeanVision({ model, processor, tokenizer: ownTokenizer, modelPath, cacheDir, visionThreads });
+  let lean: LeanVisionLlava;
+  try {
+    lean = await withLeanVision({ model, processor, tokenizer: ownTokenizer, modelPath, cacheDir, visionThreads, projectorPath });
+  } catch (error) {
+    await (model as { dispose?: () => Promise<unknown> }).dispose?.();
+    throw error;
+  }
   const chats = new Set<TransformersVisionChat>();
   const tokenizer = lean.tokenizer;
 
@@ -84,7 +95,7 @@ export async function openVisionRuntime(options: OpenTransformersRuntimeOptions)
   return {
     runtime: "transformers",
     lean,
-    description: { modelPath, dtype, threads: threads ?? null },
+    description: { modelPath, dtype, threads: threads ?? null, projectorPath: projectorPath ?? null },
     tile: lean.tileShape,
     countTextTokens: (text: string) => tokenizer.encode(text, { add_special_tokens: false }).length,
     async countTokens(image: ImageInput, reducer?: ReducerInput) {

@@ -46,7 +46,8 @@ describe("splitting the vision encoder", () => {
       cls: true,
       scoreKind: "cls-attention",
       precision: "float32",
-      quantizedOps: []
+      quantizedOps: [],
+      levels: [] // no multi-level hidden states without a TokenPacker projector file
     });
     expect(lean.split.missing).toEqual([]);
     // The compact split: the in-graph score and head-averaged keys, not the whole attention.

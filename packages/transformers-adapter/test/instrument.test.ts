@@ -305,3 +305,35 @@ describe("what a graph cannot give is reported, not guessed (compact mode)", () 
     expect(Object.keys(out)).toHaveLength(2);
   });
 });
+
+// Multi-level hidden states (TokenPacker's levels): each layer's output, found by structure, in every dtype.
+describe.each(CASES)("splitVisionEncoder($profile, $dtype) with levels", (c) => {
+  it("outputs the named layers' outputs, concatenated per token, float32", async () => {
+    const spec = ONNX_PROFILES[c.profile];
+    const layers = spec.vision.layers - (c.profile === "tiny" ? 1 : 0); // LLaVA-1.5's graph runs layers - 1
+    const levels = layers === 1 ? [1, 1] : [1, layers, 1];
+    const bytes = encoderBytes(c);
+    const split = splitVisionEncoder(bytes, undefined, { outputs: "compact", levels });
+    expect(split.names.multiLevel).toBe(SPLIT_OUTPUTS.multiLevel);
+    expect(split.found.levels).toEqual(levels);
+    const size = spec.vision.imageSize;
+    const feeds = { pixel_values: { data: pixels(size), dims: [1, 3, size, size] } };
+    const layerOut = (l: number) => `/vision_tower/vision_model/encoder/layers.${l - 1}/Add_1_output_0`;
+    const ours = await run(split.features, feeds);
+    const named = await run(withCaptures(bytes, levels.map(layerOut)), feeds);
+    const multi = ours[SPLIT_OUTPUTS.multiLevel];
+    const [, tokens, width] = multi.dims;
+    const dim = spec.vision.hidden;
+    expect(width).toBe(levels.length * dim);
+    levels.forEach((_, i) => {
+      const expected = named[`capture_${i}`].data;
+      const got = Float32Array.from({ length: tokens * dim }, (_, j) => multi.data[Math.floor(j / dim) * width + i * dim + (j % dim)]);
+      expect(relativeError(got, expected), `level ${levels[i]}`).toBeLessThan(1e-6);
+    });
+    // The deepest level run is the feature layer itself.
+    const hidden = ours[split.names.hidden].data;
+    const last = levels.indexOf(layers);
+    expect(relativeError(Float32Array.from({ length: tokens * dim }, (_, j) => multi.data[Math.floor(j / dim) * width + last * dim + (j % dim)]), hidden)).toBeLessThan(1e-6);
+    expect(() => splitVisionEncoder(bytes, undefined, { outputs: "compact", levels: [layers + 1] })).toThrow(/runs \d+ layers/);
+  });
+});

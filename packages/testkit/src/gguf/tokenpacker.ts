@@ -54,8 +54,10 @@ export const TOKENPACKER_PROFILES: Readonly<Record<TokenPackerProfileName, Token
 export interface TokenPackerProjectorOptions {
   /** Region side the projector packs (2, 3, 4: 144, 64, 36 tokens at 24x24); default 2. */
   scale?: number;
-  /** Type of the projector file's matrices: f16 as the checkpoint (default), or f32. */
+  /** Type of the projector file's matrices: f16 as the checkpoint (default), or f32 (the ONNX file is float32 either way). */
   outtype?: "auto" | "f32";
+  /** Which of the two files the conversion writes to return: GGUF (llama adapter, default) or ONNX (transformers adapter). */
+  format?: "gguf" | "onnx";
   cacheDir: string;
 }
 
@@ -120,7 +122,8 @@ export function convertTokenPacker(profile: TokenPackerProfile, checkpoint: stri
 
 /**
  * The profile's projector file at `scale`, written once into the cache (checkpoint + conversion) and
- * reused afterwards; the directory name hashes the profile, the options and both scripts.
+ * reused afterwards; the directory name hashes the profile, the options and both scripts. One
+ * conversion writes both projector.gguf and projector.onnx from the same checkpoint; `format` picks.
  */
 export function ensureTokenPackerProjector(name: TokenPackerProfileName, opts: TokenPackerProjectorOptions): string {
   const profile = TOKENPACKER_PROFILES[name];
@@ -134,7 +137,7 @@ export function ensureTokenPackerProjector(name: TokenPackerProfileName, opts: T
     .digest("hex")
     .slice(0, 16);
   const dir = path.join(path.resolve(opts.cacheDir), "tokenpacker", `${name}-s${scale}-${outtype}-${hash}`);
-  const file = path.join(dir, "projector.gguf");
+  const file = path.join(dir, opts.format === "onnx" ? "projector.onnx" : "projector.gguf");
   if (existsSync(file)) return file;
   const tmp = `${dir}.tmp-${process.pid}-${Date.now()}`;
   rmSync(tmp, { recursive: true, force: true });
@@ -143,7 +146,7 @@ export function ensureTokenPackerProjector(name: TokenPackerProfileName, opts: T
     // Named like the official uploads ("...-144token"), though config.json's scale_factor decides.
     const checkpoint = path.join(tmp, `TokenPacker-${profile.base}-${(24 / scale) ** 2}token`);
     writeTokenPackerCheckpoint(profile, checkpoint, scale);
-    convertTokenPacker(profile, checkpoint, path.join(tmp, "projector.gguf"), ["--outtype", outtype]);
+    convertTokenPacker(profile, checkpoint, path.join(tmp, "projector.gguf"), ["--outtype", outtype, "--onnx", path.join(tmp, "projector.onnx")]);
     rmSync(checkpoint, { recursive: true, force: true });
     mkdirSync(path.dirname(dir), { recursive: true });
     try {

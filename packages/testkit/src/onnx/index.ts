@@ -14,6 +14,7 @@ import { convertDtype, DTYPE_SUFFIX, encodeModel, type OnnxDtype } from "./quant
 import { buildSiglipEncoder, type SiglipNaming, type SiglipShape } from "./siglip.js";
 import { buildLlavaTokenizer, buildQwen2Tokenizer, CHATML_TEMPLATE, IMAGE_TOKEN, ONEVISION_CHAT_TEMPLATE } from "./tokenizer.js";
 import { buildVisionEncoder, type VisionShape } from "./vision.js";
+import { ensureTokenPackerProjector, TOKENPACKER_PROFILES, type TokenPackerProfileName } from "../gguf/tokenpacker.js";
 
 export { buildLlavaTokenizer, buildQwen2Tokenizer, CHATML_TEMPLATE, LLAVA_CHAT_TEMPLATE, llamaSpmVocabPath, ONEVISION_CHAT_TEMPLATE, qwen2VocabPath } from "./tokenizer.js";
 export { convertDtype, dequantizeBlockwise4, DTYPE_SUFFIX, quantize8, quantizeBlockwise4, tensorFloats, toFp16, toQ4, toQ8, type OnnxDtype } from "./quantize.js";
@@ -21,7 +22,14 @@ export type { VisionShape } from "./vision.js";
 export type { SiglipShape } from "./siglip.js";
 export type { LanguageShape } from "./language.js";
 
-export type OnnxProfileName = "tiny" | "llava-1.5-7b-shaped" | "tiny-onevision" | "tiny-nanollava" | "onevision-0.5b-shaped";
+export type OnnxProfileName =
+  | "tiny"
+  | "llava-1.5-7b-shaped"
+  | "tiny-onevision"
+  | "tiny-nanollava"
+  | "onevision-0.5b-shaped"
+  | "tiny-tokenpacker"
+  | "small-tokenpacker";
 
 /** LLaVA-1.5: CLIP (with CLS, dropped by the exported graph) + LLaMA, float32 only. */
 export interface Llava15OnnxProfile {
@@ -30,6 +38,11 @@ export interface Llava15OnnxProfile {
   /** Vocabulary comes from the tokenizer (32000 SentencePiece pieces + <image> + <pad>). */
   language: Omit<LanguageShape, "vocab">;
   description: string;
+  /**
+   * A TokenPacker projector (the same synthetic checkpoint the GGUF profile of that name converts) whose
+   * ONNX file comes with the folder (ensureLlavaOnnx's projectorPath); its width, grid and layers fit the tower.
+   */
+  tokenPacker?: TokenPackerProfileName;
 }
 
 /** SigLIP (no CLS, 729 patches at 384/14) + Qwen2, in transformers.js' OneVision or nanoLLaVA layout. */
@@ -90,6 +103,22 @@ export const ONNX_PROFILES = {
     language: { hidden: 896, heads: 14, kvHeads: 2, qkvBias: true, intermediate: 4864, layers: 8, ropeTheta: 1e6, rmsEps: 1e-6 },
     dtypes: ["fp32", "q4"],
     description: "LLaVA-OneVision-0.5B shapes: SigLIP-so400m/14-384 (26 layers, 729 tokens) + Qwen2-0.5B-wide decoder (896, 14/2 heads, MLP 4864) with 8 of 24 layers"
+  },
+  // The GGUF tiny / small pairs' shapes in the transformers.js LLaVA-1.5 layout (24x24 patches + CLS, the tower
+  // run up to hidden state layers - 1 = TokenPacker's feature layer), plus the *-tokenpacker projector as ONNX.
+  "tiny-tokenpacker": {
+    family: "llava",
+    vision: { imageSize: 336, patchSize: 14, hidden: 128, heads: 4, intermediate: 512, layers: 4, projectTo: 256 },
+    language: { hidden: 256, heads: 4, intermediate: 704, layers: 2, ropeTheta: 10000, rmsEps: 1e-5 },
+    tokenPacker: "tiny-tokenpacker",
+    description: "CLIP 336/14 (24x24 patches, 3 of 4 layers run, dim 128) + 2-layer LLaMA (dim 256) + TokenPacker projector (hidden states 1, 2, 2, 3; ONNX)"
+  },
+  "small-tokenpacker": {
+    family: "llava",
+    vision: { imageSize: 336, patchSize: 14, hidden: 384, heads: 6, intermediate: 1536, layers: 7, projectTo: 1280 },
+    language: { hidden: 1280, heads: 10, intermediate: 3456, layers: 8, ropeTheta: 10000, rmsEps: 1e-5 },
+    tokenPacker: "small-tokenpacker",
+    description: "The small pair's shapes: CLIP 336/14 (6 of 7 layers run, dim 384) + LLaMA 1280-d (FFN 3456) with 8 of its 16 layers + TokenPacker projector (hidden states 3, 4, 5, 6; ONNX)"
   }
 } satisfies Record<OnnxProfileName, OnnxProfile>;
 
@@ -109,10 +138,27 @@ export interface EnsureOnnxOptions {
   dtypes?: OnnxDtype[];
 }
 
-/** Writes (once) and returns a transformers.js model folder for the profile. */
-export async function ensureLlavaOnnx(profile: OnnxProfileName, opts: EnsureOnnxOptions = {}): Promise<{ profile: string; dir: string }> {
+export interface LlavaOnnxFolder {
+  profile: string;
+  dir: string;
+  /** The TokenPacker projector (ONNX) of a *-tokenpacker profile: withLeanVision's / openVisionRuntime's projectorPath. */
+  projectorPath?: string;
+}
+
+/** Writes (once) and returns a transformers.js model folder for the profile (and its TokenPacker projector file, if it has one). */
+export async function ensureLlavaOnnx(profile: OnnxProfileName, opts: EnsureOnnxOptions = {}): Promise<LlavaOnnxFolder> {
   const spec: OnnxProfile | undefined = Object.hasOwn(ONNX_PROFILES, profile) ? ONNX_PROFILES[profile] : undefined;
   if (!spec) throw new Error(`Unknown ONNX profile "${profile}"; use one of ${Object.keys(ONNX_PROFILES).join(", ")}`);
+  const folder = await ensureFolder(profile, spec, opts);
+  if (spec.family !== "llava" || !spec.tokenPacker) return folder;
+  const tp = TOKENPACKER_PROFILES[spec.tokenPacker];
+  if (tp.width !== spec.vision.hidden || tp.lmWidth !== spec.language.hidden || tp.featureLayer !== spec.vision.layers - 1) {
+    throw new Error(`ONNX profile ${profile} does not fit TokenPacker profile ${tp.name} (width, language model width, feature layer)`);
+  }
+  return { ...folder, projectorPath: ensureTokenPackerProjector(tp.name, { cacheDir: opts.cacheDir ?? defaultCacheDir(), format: "onnx" }) };
+}
+
+async function ensureFolder(profile: OnnxProfileName, spec: OnnxProfile, opts: EnsureOnnxOptions): Promise<LlavaOnnxFolder> {
   const dir = path.join(opts.cacheDir ?? defaultCacheDir(), "onnx", `${profile}-v${spec.family === "llava" ? FORMAT_VERSION : SIGLIP_FORMAT_VERSION}`);
   const marker = path.join(dir, ".complete");
   let dtypes: OnnxDtype[] = [];
