@@ -205,18 +205,16 @@ export class LeanVisionLlava {
   get split(): SplitInfo {
     return this.installation.split;
   }
-<<<<<<< HEAD
   /** One image's tile at the vision encoder's own size (vision_config.image_size / patch_size), CLS first where the model has one. */
   get tileShape(): TileShape {
     const v = this.model.config.vision_config as { image_size?: number; patch_size?: number } | undefined;
     const side = Math.floor((v?.image_size ?? 336) / (v?.patch_size ?? 14));
     const cls = this.split.found.cls;
     return { numTokens: side * side + (cls ? 1 : 0), grid: { rows: side, cols: side }, clsIndex: cls ? 0 : null };
-=======
+  }
   /** The TokenPacker projector file loaded with projectorPath, or null. */
   get projectorFile(): OnnxProjectorFileInfo | null {
     return this.installation.tokenPacker?.info ?? null;
->>>>>>> tptjs
   }
 
   /**
