@@ -116,6 +116,17 @@ describe.each([
   });
 });
 
+describe.each(["llama", "transformers"])("%s runtime disposal", (runtime) => {
+  it("dispose() twice is one disposal; a chat after it is DISPOSED", async () => {
+    const rt = await openRuntime({ runtime, profile: "tiny", threads: 1 });
+    const chat = await rt.createChat({ reducer: "visionzip:54+10" });
+    await Promise.all([rt.dispose(), rt.dispose()]);
+    await rt.dispose();
+    await expect(rt.createChat()).rejects.toMatchObject({ code: "DISPOSED" });
+    await expect(chat.prompt("Still there?", { images: [image], maxTokens: 1 })).rejects.toMatchObject({ code: "DISPOSED" });
+  });
+});
+
 function parseReducerSpecSafe(text: string) {
   try {
     return parseReducerSpec(text);

@@ -67,6 +67,7 @@ export async function openVisionRuntime(options: OpenLlamaRuntimeOptions): Promi
     throw error;
   }
   const chats = new Map<VisionChatSession, LlamaContext>();
+  let disposing: Promise<void> | undefined;
 
   return {
     runtime: "llama",
@@ -89,6 +90,7 @@ export async function openVisionRuntime(options: OpenLlamaRuntimeOptions): Promi
     countTokens: (image: ImageInput, reducer?: ReducerInput) => vision.countTokens(image, reducer),
     encodeImage: (image: ImageInput, reducer?: ReducerInput) => vision.encodeImage(image, reducer),
     async createChat({ reducer, systemPrompt }: VisionChatOptions = {}) {
+      if (disposing) throw new LeanVisionError("DISPOSED", "this runtime is disposed; open a new one with openVisionRuntime()");
       const spec = toReducerSpec(reducer ?? "none"); // a bad reducer fails before a context is made
       const context = await model.createContext({ contextSize: { max: contextSize }, threads: contextThreads });
       const session = new VisionChatSession({ contextSequence: context.getSequence(), vision, reducer: spec, systemPrompt, pipeline });
@@ -102,11 +104,15 @@ export async function openVisionRuntime(options: OpenLlamaRuntimeOptions): Promi
       };
       return session;
     },
-    async dispose() {
-      for (const session of [...chats.keys()]) await session.dispose();
-      vision.dispose();
-      await model.dispose();
-      if (ownsLlama) await llama.dispose();
+    dispose() {
+      // Idempotent: a second call waits for the first.
+      disposing ??= (async () => {
+        for (const session of [...chats.keys()]) await session.dispose();
+        vision.dispose();
+        await model.dispose();
+        if (ownsLlama) await llama.dispose();
+      })();
+      return disposing;
     }
   };
 }

@@ -65,6 +65,7 @@ export async function openVisionRuntime(options: OpenTransformersRuntimeOptions)
     throw error;
   }
   const chats = new Set<TransformersVisionChat>();
+  let disposing: Promise<void> | undefined;
   const tokenizer = lean.tokenizer;
 
   /** One image through the processor and the wrapper (no language model). */
@@ -112,6 +113,7 @@ export async function openVisionRuntime(options: OpenTransformersRuntimeOptions)
     },
     encodeImage: encode,
     async createChat({ reducer, systemPrompt }: VisionChatOptions = {}) {
+      if (disposing) throw new LeanVisionError("DISPOSED", "this runtime is disposed; open a new one with openVisionRuntime()");
       const chat = new TransformersVisionChat({ lean, reducer: reducer ?? "none", systemPrompt, maxPixels });
       chats.add(chat);
       const dispose = chat.dispose.bind(chat);
@@ -121,10 +123,14 @@ export async function openVisionRuntime(options: OpenTransformersRuntimeOptions)
       };
       return chat;
     },
-    async dispose() {
-      for (const chat of [...chats]) await chat.dispose();
-      await lean.dispose();
-      await (model as { dispose?: () => Promise<unknown> }).dispose?.();
+    dispose() {
+      // Idempotent: a second call waits for the first.
+      disposing ??= (async () => {
+        for (const chat of [...chats]) await chat.dispose();
+        await lean.dispose();
+        await (model as { dispose?: () => Promise<unknown> }).dispose?.();
+      })();
+      return disposing;
     }
   };
 }
