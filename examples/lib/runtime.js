@@ -34,16 +34,23 @@ export async function openRuntime({ runtime, profile, modelPath, mmprojPath, pro
 }
 
 /**
- * One untimed image turn per reducer, so that one-off costs (weights paged in, compute graphs
- * allocated, threads spun up) land in no measured turn and in neither side of a comparison.
+ * Untimed work before measuring, so that one-off costs (weights paged in, compute graphs allocated,
+ * threads spun up, the reducers' code compiled) land in no measured turn and in neither side of a
+ * comparison: every reducer's encode (each capture path), then one chat turn with the reducer that
+ * keeps the fewest tokens (the language model's path; a turn with all of a NeXT image's 2,880 tokens
+ * would cost minutes on a 7B model for nothing).
  */
 export async function warmUp(rt, image, reducers) {
+  let cheapest = reducers[0];
+  let fewest = Infinity;
   for (const reducer of reducers) {
-    const chat = await rt.createChat({ reducer });
-    try {
-      await chat.prompt("Hi", { images: [image], maxTokens: 1, temperature: 0 });
-    } finally {
-      await chat.dispose();
-    }
+    const { numTokens } = await rt.encodeImage(image, reducer);
+    if (numTokens < fewest) [cheapest, fewest] = [reducer, numTokens];
+  }
+  const chat = await rt.createChat({ reducer: cheapest });
+  try {
+    await chat.prompt("Hi", { images: [image], maxTokens: 1, temperature: 0 });
+  } finally {
+    await chat.dispose();
   }
 }
