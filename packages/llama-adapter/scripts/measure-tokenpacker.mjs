@@ -41,7 +41,8 @@ function realSizeProjector() {
   const cache = process.env.LEANVISION_CACHE_DIR ?? path.join(os.homedir(), ".cache", "leanvision");
   const dir = path.join(cache, "tokenpacker", "real-size-f16");
   const file = path.join(dir, "projector.gguf");
-  if (existsSync(file)) return file;
+  // The ONNX twin is what packages/transformers-adapter/scripts/measure-tokenpacker-onnx.mjs times.
+  if (existsSync(file) && existsSync(path.join(dir, "projector.onnx"))) return file;
   const python = (mods) =>
     [process.env.LEANVISION_PYTHON, "python3", "/usr/bin/python3"].find((p) => {
       try {
@@ -56,7 +57,7 @@ function realSizeProjector() {
   process.stderr.write("writing a real-size synthetic TokenPacker checkpoint and converting it (once)...\n");
   execFileSync(python(["torch"]), [path.join(here, "..", "..", "testkit", "python", "make_tokenpacker_checkpoint.py"), checkpoint,
     "--width", "1024", "--levels", "4", "--hidden", "4096", "--lm-width", "4096", "--heads", "8", "--scale", "2"], { stdio: "inherit" });
-  execFileSync(python(["numpy"]), [path.join(here, "convert-tokenpacker.py"), checkpoint, "-o", file], { stdio: "inherit" });
+  execFileSync(python(["numpy"]), [path.join(here, "convert-tokenpacker.py"), checkpoint, "-o", file, "--onnx", path.join(dir, "projector.onnx")], { stdio: "inherit" });
   rmSync(checkpoint, { recursive: true, force: true });
   return file;
 }
