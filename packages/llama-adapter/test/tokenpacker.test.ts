@@ -22,7 +22,8 @@ import {
   readProjectorStateDict,
   sampleImagePath,
   TOKENPACKER_PROFILES,
-  writeTokenPackerCheckpoint
+  writeTokenPackerCheckpoint,
+  worstElementError
 } from "@leanvision/testkit";
 import { VisionChatSession } from "../src/chat-session.js";
 import { isPlaceholderToken } from "../src/injection.js";
@@ -78,13 +79,6 @@ function reference(tile: VisionFeatures, projectorPath: string, scale: number) {
   );
 }
 
-/** Largest |a - b| / max(1, |b|). */
-function worstError(a: Float32Array, b: Float32Array): number {
-  expect(a.length).toBe(b.length);
-  let worst = 0;
-  for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i] - b[i]) / Math.max(1, Math.abs(b[i])));
-  return worst;
-}
 
 describe("tiny-tokenpacker", () => {
   it("captures the multi-level hidden states the projector file names", async () => {
@@ -111,12 +105,12 @@ describe("tiny-tokenpacker", () => {
     expect(out.reduced.provenance.every((p) => p.kind === "packed" && p.sources.length === 4)).toBe(true);
     const expected = reference(out.features.tiles[0], pair.projectorPath!, 2);
     // ggml rounds activations to f16 for f16 weights.
-    expect(worstError(out.embeddings, expected.hidden)).toBeLessThan(2e-2);
+    expect(worstElementError(out.embeddings, expected.hidden)).toBeLessThan(2e-2);
 
     const f32Path = ensureTokenPackerProjector("tiny-tokenpacker", { cacheDir: defaultCacheDir(), outtype: "f32" });
     const f32 = await load(f32Path);
     const exact = await f32.encodeImage(image, "tokenpacker");
-    expect(worstError(exact.embeddings, reference(exact.features.tiles[0], f32Path, 2).hidden)).toBeLessThan(1e-4);
+    expect(worstElementError(exact.embeddings, reference(exact.features.tiles[0], f32Path, 2).hidden)).toBeLessThan(1e-4);
     expect(await f32.countTokens(image, "tokenpacker")).toBe(144);
   });
 
@@ -128,7 +122,7 @@ describe("tiny-tokenpacker", () => {
       expect(await vision.countTokens(image, spec)).toBe(tokens);
       const out = await vision.encodeImage(image, spec);
       expect(out.numTokens).toBe(tokens);
-      expect(worstError(out.embeddings, reference(out.features.tiles[0], file, scale).hidden)).toBeLessThan(1e-4);
+      expect(worstElementError(out.embeddings, reference(out.features.tiles[0], file, scale).hidden)).toBeLessThan(1e-4);
       await expectCode(vision.encodeImage(image, "tokenpacker:2"), "INVALID_SPEC");
     });
   }
@@ -212,7 +206,7 @@ describe("tiny-tokenpacker", () => {
         expected[r * 256 + o] = s;
       }
     }
-    expect(worstError(out.embeddings, expected)).toBeLessThan(5e-3);
+    expect(worstElementError(out.embeddings, expected)).toBeLessThan(5e-3);
     await expectCode(vision.encodeImage(image, "tokenpacker"), "INVALID_SPEC");
   });
 

@@ -1,4 +1,4 @@
 export * from "./gguf/index.js";
 export * from "./onnx/index.js";
 export { aptInstall } from "./apt.js";
-export { relativeError } from "./compare.js";
+export { relativeError, worstElementError } from "./compare.js";

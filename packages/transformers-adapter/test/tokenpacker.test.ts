@@ -15,7 +15,8 @@ import {
   readProjectorStateDict,
   sampleImagePath,
   TOKENPACKER_PROFILES,
-  writeTokenPackerCheckpoint
+  writeTokenPackerCheckpoint,
+  worstElementError
 } from "@leanvision/testkit";
 import { spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -76,13 +77,6 @@ function reference(tile: VisionFeatures, onnxPath: string, scale: number) {
   );
 }
 
-/** Largest |a - b| / max(1, |b|). */
-function worstError(a: Float32Array, b: Float32Array): number {
-  expect(a.length).toBe(b.length);
-  let worst = 0;
-  for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i] - b[i]) / Math.max(1, Math.abs(b[i])));
-  return worst;
-}
 
 /**
  * The official module's forward in PyTorch (make_tokenpacker_checkpoint.py's TokenPacker: nn.Linear, nn.GELU,
@@ -149,7 +143,7 @@ describe("tiny-tokenpacker (transformers.js)", () => {
       const row = (multi.data as Float32Array).subarray(t * 4 * c, (t + 1) * 4 * c);
       [1, 2, 2, 3].forEach((l, i) => {
         const expected = (a[layerOut(l)].data as Float32Array).subarray(t * c, (t + 1) * c);
-        expect(worstError(row.subarray(i * c, (i + 1) * c), expected), `token ${t}, level ${l}`).toBeLessThan(1e-5);
+        expect(worstElementError(row.subarray(i * c, (i + 1) * c), expected), `token ${t}, level ${l}`).toBeLessThan(1e-5);
       });
     }
 
@@ -168,7 +162,7 @@ describe("tiny-tokenpacker (transformers.js)", () => {
     expect(out.nEmbd).toBe(256);
     expect(out.embeddings.length).toBe(144 * 256);
     expect(out.reduced.provenance.every((p) => p.kind === "packed" && p.sources.length === 4)).toBe(true);
-    expect(worstError(out.embeddings, reference(out.features.tiles[0], projectorPath, 2).hidden)).toBeLessThan(1e-4);
+    expect(worstElementError(out.embeddings, reference(out.features.tiles[0], projectorPath, 2).hidden)).toBeLessThan(1e-4);
     expect(await rt.countTokens(image, "tokenpacker")).toBe(144);
     // Other reducers keep the vision encoder's own projector.
     expect((await rt.encodeImage(image, "none")).numTokens).toBe(576);
@@ -183,7 +177,7 @@ describe("tiny-tokenpacker (transformers.js)", () => {
     const out = await r.encodeImage(image, "tokenpacker");
     const expected = torchForward(checkpoint, out.reduced.hidden, out.numTokens, 2);
     expect(expected.length).toBe(144 * 256);
-    expect(worstError(out.embeddings, expected)).toBeLessThan(1e-4);
+    expect(worstElementError(out.embeddings, expected)).toBeLessThan(1e-4);
   });
 
   for (const [scale, tokens] of [[3, 64], [4, 36]] as const) {
@@ -195,7 +189,7 @@ describe("tiny-tokenpacker (transformers.js)", () => {
       const out = await r.encodeImage(image, spec);
       expect(out.numTokens).toBe(tokens);
       expect(out.reduced.provenance.every((p) => p.sources.length === scale * scale)).toBe(true);
-      expect(worstError(out.embeddings, reference(out.features.tiles[0], file, scale).hidden)).toBeLessThan(1e-4);
+      expect(worstElementError(out.embeddings, reference(out.features.tiles[0], file, scale).hidden)).toBeLessThan(1e-4);
       expect((await expectCode(r.encodeImage(image, "tokenpacker:2"), "INVALID_SPEC")).message).toContain(`tokenpacker:${scale}`);
     });
   }
