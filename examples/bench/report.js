@@ -89,7 +89,9 @@ export function renderMarkdown(bench, { anchor = null, chartFile = null, image =
 /** The llama runtime's binaries (description.binaries): which node-llama-cpp build, CPU variant, vision backend. */
 export function describeBinaries({ buildType, binsDir, ggmlCpu = [], vision }) {
   const variant = ggmlCpu.length ? `, CPU variant ${ggmlCpu.join(", ")}` : "";
-  return `node-llama-cpp ${buildType} (\`${binsDir}\`${variant}); vision graph on ${vision}`;
+  // The vision graph on node-llama-cpp's prebuilt CPU library is 1.6-1.9x slower than on the opt-in one built here.
+  const hint = buildType === "prebuilt" && /^node-llama-cpp/.test(vision ?? "") ? " (faster: build-native -- --vision-cpu)" : "";
+  return `node-llama-cpp ${buildType} (\`${binsDir}\`${variant}); vision graph on ${vision}${hint}`;
 }
 
 /**
