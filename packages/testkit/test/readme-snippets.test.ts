@@ -42,7 +42,7 @@ describe("README snippets run as written", () => {
       const gguf = await ensureLlavaGguf("tiny");
       const prepared = prepareSnippet(snippet.code, { model: gguf.modelPath, mmproj: gguf.mmprojPath, image: sampleImagePath(), onnxDir: "" });
       const code = prepared.needsOnnx
-        ? prepareSnippet(snippet.code, { model: gguf.modelPath, mmproj: gguf.mmprojPath, image: sampleImagePath(), onnxDir: (await ensureLlavaOnnx("tiny")).dir }).code
+        ? prepareSnippet(snippet.code, { model: gguf.modelPath, mmproj: gguf.mmprojPath, image: sampleImagePath(), onnxDir: (await ensureLlavaOnnx(onnxProfileFor(prepared.substitutions))).dir }).code
         : prepared.code;
       const dir = path.join(app.dir, "snippets");
       mkdirSync(dir, { recursive: true });
@@ -59,3 +59,11 @@ describe("README snippets run as written", () => {
     }, TIMEOUT_MS + 120_000);
   }
 });
+
+/** The synthetic ONNX model with the layout (and dtype files) of the repo a snippet names: OneVision and nanoLLaVA are SigLIP + Qwen2. */
+function onnxProfileFor(substitutions: Array<[string, string]>): string {
+  const names = substitutions.map(([value]) => value).join(" ");
+  if (/nanollava/i.test(names)) return "tiny-nanollava";
+  if (/onevision/i.test(names)) return "tiny-onevision";
+  return "tiny";
+}

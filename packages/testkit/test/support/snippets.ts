@@ -8,7 +8,8 @@
 // - Model files are string literals: "*.gguf" (the mmproj's name contains "mmproj"; any other .gguf
 //   is the language model), images "*.jpg|jpeg|png|webp", and a transformers.js model folder is the
 //   first argument of `from_pretrained(...)`, a string literal or a variable defined from one
-//   (`const dir = "..."`). These are replaced by the synthetic `tiny` models and llama.cpp's sample
+//   (`const dir = "..."`). These are replaced by the synthetic `tiny` models (`tiny-onevision` / `tiny-nanollava`
+//   for a OneVision / nanoLLaVA repo name) and llama.cpp's sample
 //   image; nothing else is touched.
 // - It finishes on its own on a small machine (the test allows 480 s on 2 shared cores): `maxTokens` on every prompt (a random model never
 //   stops) and no more llama.cpp threads than cores (node-llama-cpp's default is at least 4).
