@@ -164,12 +164,7 @@ function drawTiles() {
   const side = Math.floor(336 / Math.max(grid.rows, grid.cols));
   tilesView.width = side * grid.cols;
   tilesView.height = side * grid.rows;
-  tilesContext.fillStyle = PAD_COLOUR;
-  tilesContext.fillRect(0, 0, tilesView.width, tilesView.height);
-  const scale = Math.min(tilesView.width / picture.width, tilesView.height / picture.height);
-  const w = picture.width * scale;
-  const h = picture.height * scale;
-  tilesContext.drawImage(picture, (tilesView.width - w) / 2, (tilesView.height - h) / 2, w, h);
+  fitPicture(tilesContext);
   overlay.tiles.slice(1).forEach((tile, i) => {
     const x0 = (i % grid.cols) * side;
     const y0 = Math.floor(i / grid.cols) * side;
@@ -209,15 +204,20 @@ function markCells(ctx, { rows, cols, mask }, x0, y0, size) {
  * kept = blue outline, contextual token (its target patch) = orange outline, merged or dropped = darkened.
  */
 function draw() {
-  const size = view.width;
-  context2d.fillStyle = PAD_COLOUR;
-  context2d.fillRect(0, 0, size, size);
+  fitPicture(context2d);
+  if (picture && overlay) markCells(context2d, overlay, 0, 0, view.width);
+}
+
+/** The canvas padded, then the picture scaled to fit it (aspect kept) and centred, as the model's preprocessing pads. */
+function fitPicture(ctx) {
+  const { width, height } = ctx.canvas;
+  ctx.fillStyle = PAD_COLOUR;
+  ctx.fillRect(0, 0, width, height);
   if (!picture) return;
-  const scale = size / Math.max(picture.width, picture.height);
+  const scale = Math.min(width / picture.width, height / picture.height);
   const w = picture.width * scale;
   const h = picture.height * scale;
-  context2d.drawImage(picture, (size - w) / 2, (size - h) / 2, w, h);
-  if (overlay) markCells(context2d, overlay, 0, 0, size);
+  ctx.drawImage(picture, (width - w) / 2, (height - h) / 2, w, h);
 }
 
 /** Server-sent events from a POST response body. */

@@ -3,6 +3,7 @@
 // match what is prefilled, and chats sharing one runtime keep their own reducers.
 import { afterAll, describe, expect, it } from "vitest";
 import {
+  countReduced,
   formatReducerSpec,
   parseReducerSpec,
   registerReducer,
@@ -96,6 +97,14 @@ describe.each([
       expect(encoded.embeddings.length).toBe(counted * encoded.nEmbd);
       await chat.dispose();
     }
+  });
+
+  it("describes its encoder tile, which the reducer counts agree with", async () => {
+    const rt = await open();
+    // tiny: CLIP with CLS; GGUF 336/14 (24x24, llama.cpp appends CLS last), ONNX 224/14 (16x16, CLS first).
+    const side = runtime === "llama" ? 24 : 16;
+    expect(rt.tile).toEqual({ numTokens: side * side + 1, grid: { rows: side, cols: side }, clsIndex: runtime === "llama" ? side * side : 0 });
+    expect(countReduced([rt.tile], parseReducerSpec("pool:2"))).toBe(await rt.countTokens(image, "pool:2"));
   });
 
   it("two chats sharing the runtime, with different reducers, each get their own, also per prompt", async () => {

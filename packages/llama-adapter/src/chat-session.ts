@@ -207,7 +207,7 @@ export class VisionChatSession implements VisionChat {
       if (pipelined) {
         const stream = await this.vision.streamImage(input, spec, { cache: true });
         pending.push(stream.done);
-        injected.push(createInjectedImage(stream.embeddings, this.vision.nEmbd, stream.ready < stream.embeddings.length / this.vision.nEmbd ? stream : undefined));
+        injected.push(createInjectedImage(stream.embeddings, this.vision.nEmbd, stream.ready < stream.numTokens! ? stream : undefined));
         continue;
       }
       const encoded = await this.vision.encodeImage(input, spec, { cache: true });

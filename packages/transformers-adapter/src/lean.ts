@@ -45,7 +45,7 @@ interface OrtSessionClass {
 
 /** The transformers.js objects withLeanVision touches. Typed loosely: transformers.js ships JS with JSDoc types. */
 export interface LlavaLikeModel {
-  config: { image_token_index?: number; image_token_id?: number; vision_config?: { patch_size?: number }; [k: string]: unknown };
+  config: { image_token_index?: number; image_token_id?: number; vision_config?: { patch_size?: number; image_size?: number }; [k: string]: unknown };
   sessions: Record<string, OrtSession>;
   encode_image(inputs: { pixel_values: Tensor }): Promise<Tensor>;
   generate(options: Record<string, unknown>): Promise<unknown>;
@@ -207,10 +207,9 @@ export class LeanVisionLlava {
   }
   /** One image's tile at the vision encoder's own size (vision_config.image_size / patch_size), CLS first where the model has one. */
   get tileShape(): TileShape {
-    const v = this.model.config.vision_config as { image_size?: number; patch_size?: number } | undefined;
-    const side = Math.floor((v?.image_size ?? 336) / (v?.patch_size ?? 14));
+    // LLaVA-1.5's CLIP-336/14 when the config does not say (every transformers.js LLaVA config does).
     const cls = this.split.found.cls;
-    return { numTokens: side * side + (cls ? 1 : 0), grid: { rows: side, cols: side }, clsIndex: cls ? 0 : null };
+    return configTileShape(this.model.config.vision_config, cls) ?? configTileShape({ image_size: 336, patch_size: 14 }, cls)!;
   }
   /** The TokenPacker projector file loaded with projectorPath, or null. */
   get projectorFile(): OnnxProjectorFileInfo | null {
@@ -529,20 +528,18 @@ export async function withLeanVision(options: WithLeanVisionOptions): Promise<Le
  * SigLIP-so400m size otherwise. Best effort: a model whose config does not give the shape is skipped.
  */
 function warmUpReducers(inst: Installation, spec: ReducerSpec): void {
-  const v = inst.model.config.vision_config as { hidden_size?: number; image_size?: number; patch_size?: number; num_attention_heads?: number } | undefined;
-  const { hidden_size: dim, image_size: size, patch_size: patch, num_attention_heads: heads } = v ?? {};
-  if (![dim, size, patch, heads].every((x) => Number.isInteger(x) && x! > 0) || dim! % heads! !== 0) return;
-  const rows = Math.floor(size! / patch!);
-  const cls = inst.split.found.cls;
-  const tokens = rows * rows + (cls ? 1 : 0);
+  const shape = configTileShape(inst.model.config.vision_config, inst.split.found.cls);
+  const v = inst.model.config.vision_config as { hidden_size?: number; num_attention_heads?: number } | undefined;
+  const { hidden_size: dim, num_attention_heads: heads } = v ?? {};
+  if (!shape || ![dim, heads].every((x) => Number.isInteger(x) && x! > 0) || dim! % heads! !== 0) return;
+  const tokens = shape.numTokens;
+  const size = inst.model.config.vision_config!.image_size!;
   const keyDim = dim! / heads!;
   const wave = (n: number, k: number) => Float32Array.from({ length: n }, (_, i) => Math.sin(i * k) + 1.5);
   const tile: VisionFeatures = {
+    ...shape,
     hidden: wave(tokens * dim!, 0.37),
-    numTokens: tokens,
     dim: dim!,
-    grid: { rows, cols: rows },
-    clsIndex: cls ? 0 : null,
     attentionScores: wave(tokens, 0.71),
     keys: wave(tokens * keyDim, 0.13),
     keyDim
@@ -552,11 +549,22 @@ function warmUpReducers(inst: Installation, spec: ReducerSpec): void {
   const warmSpecs = [spec, { kind: "none" }, { kind: "visionzip", dominant: 54, contextual: 10 }, ...(tp ? [{ kind: "tokenpacker", scale: tp.scaleFactor }] : [])];
   for (const warm of warmSpecs as ReducerSpec[]) {
     try {
-      if (unmetNeeds(warm, inst.split.missing).length === 0) reduceImage({ tiles: [tile], tileGrid: { rows: 0, cols: 0 }, width: size!, height: size! }, warm);
+      if (unmetNeeds(warm, inst.split.missing).length === 0) reduceImage({ tiles: [tile], tileGrid: { rows: 0, cols: 0 }, width: size, height: size }, warm);
     } catch {
       // A budget that does not fit this shape: nothing to warm.
     }
   }
+}
+
+/**
+ * One image's tile at the vision encoder's own size (vision_config.image_size / patch_size), CLS
+ * first where the model has one; null when the config does not give the size.
+ */
+function configTileShape(visionConfig: { image_size?: number; patch_size?: number } | undefined, cls: boolean): TileShape | null {
+  const { image_size: size, patch_size: patch } = visionConfig ?? {};
+  if (![size, patch].every((x) => Number.isInteger(x) && x! > 0)) return null;
+  const side = Math.floor(size! / patch!);
+  return { numTokens: side * side + (cls ? 1 : 0), grid: { rows: side, cols: side }, clsIndex: cls ? 0 : null };
 }
 
 /** The image token's text: the processor config's, else the tokenizer's text for config.image_token_index. */
